@@ -1,0 +1,124 @@
+//! Admission: the `/mutate` and `/validate` core.
+//!
+//! Pure functions over typed data. The server (and the offline `review`
+//! command) decode an `AdmissionReview`, call [`AdmissionService`], and
+//! encode the [`Verdict`].
+
+pub mod decode;
+pub mod field;
+pub mod git;
+pub mod mutate;
+pub mod review;
+pub mod validate;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::{GROUP, KIND, Version};
+
+use git::HostPattern;
+use review::{AdmissionRequest, Operation, UserInfo, Verdict};
+
+/// Configurable limits of the spec-shape rules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// V5
+    pub max_repos: usize,
+    /// V7
+    pub max_prompt_bytes: usize,
+    /// V3; empty allows any host.
+    pub allowed_git_hosts: Vec<HostPattern>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_repos: 20,
+            max_prompt_bytes: 100 * 1024,
+            allowed_git_hosts: Vec::new(),
+        }
+    }
+}
+
+/// Who counts as the controller (V17–V19).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Principals {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl Principals {
+    pub fn is_controller(&self, user: &UserInfo) -> bool {
+        self.users.iter().any(|u| *u == user.username)
+            || user.groups.iter().any(|g| self.groups.contains(g))
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Config {
+    pub limits: Limits,
+    pub principals: Principals,
+}
+
+/// The seam between the HTTP edge and the rules.
+pub trait AdmissionService: Send + Sync + 'static {
+    fn mutate(&self, req: &AdmissionRequest<'_>) -> Verdict;
+    fn validate(&self, req: &AdmissionRequest<'_>) -> Verdict;
+}
+
+/// The rules of SPEC sections 3 and 4.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    pub config: Config,
+}
+
+impl Policy {
+    pub fn new(config: Config) -> Self {
+        Policy { config }
+    }
+}
+
+/// Is this request about our resource at all? The webhook configurations
+/// only route AgenticSessions here; anything else passes untouched rather
+/// than failing closed on unrelated objects.
+pub fn is_session(req: &AdmissionRequest<'_>) -> bool {
+    req.kind.group == GROUP && req.kind.kind == KIND
+}
+
+#[derive(Deserialize)]
+struct SpecOnly {
+    #[serde(default)]
+    spec: Option<Value>,
+}
+
+impl AdmissionService for Policy {
+    fn mutate(&self, req: &AdmissionRequest<'_>) -> Verdict {
+        if !is_session(req)
+            || req.sub_resource.is_some()
+            || !matches!(req.operation, Operation::Create | Operation::Update)
+        {
+            return Verdict::allow();
+        }
+        let Some(version) = Version::from_version(&req.kind.version) else {
+            return Verdict::allow();
+        };
+        // A non-object `object` is left for schema validation to reject.
+        let spec = req
+            .object
+            .and_then(|raw| serde_json::from_str::<SpecOnly>(raw.get()).ok())
+            .and_then(|o| o.spec);
+        let m = mutate::mutate_spec(version, spec.as_ref());
+        Verdict {
+            patch: m.patch_json(),
+            warnings: m.warnings,
+            ..Verdict::allow()
+        }
+    }
+
+    fn validate(&self, req: &AdmissionRequest<'_>) -> Verdict {
+        if !is_session(req) {
+            return Verdict::allow();
+        }
+        validate::validate(&self.config, req)
+    }
+}

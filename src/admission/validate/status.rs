@@ -1,0 +1,162 @@
+//! Status writes, V22–V23: legal phase transitions and well-formed conditions.
+
+use std::collections::HashSet;
+
+use crate::admission::field::{BadValue, FieldError, FieldPath, Rule};
+use crate::api::status::{ConditionStatus, Phase};
+
+use super::view::StatusView;
+
+/// V22: may a status write move `from` to `to`? `attempt_increased` is true
+/// when the same write raises `status.attempt` (a retry).
+pub fn transition_allowed(from: Option<&Phase>, to: Option<&Phase>, attempt_increased: bool) -> bool {
+    use Phase::*;
+    // v1alpha1's legacy `Error` behaves as `Failed`.
+    let norm = |p: Option<&Phase>| match p {
+        Some(Error) => Some(Failed),
+        other => other.cloned(),
+    };
+    let (from, to) = (norm(from), norm(to));
+    if from == to {
+        return true;
+    }
+    match (from, to) {
+        (None, Some(Pending)) => true,
+        (Some(Pending), Some(Creating | Stopping | Failed)) => true,
+        (Some(Creating), Some(Running | Pending | Stopping | Failed)) => true,
+        (Some(Running), Some(Completed | Failed | Stopping)) => true,
+        (Some(Running), Some(Pending)) => attempt_increased,
+        (Some(Stopping), Some(Stopped | Failed)) => true,
+        (Some(Stopped | Completed | Failed), Some(Pending)) => true,
+        _ => false,
+    }
+}
+
+/// The targets V22 allows from `from` (for messages).
+pub fn allowed_targets(from: Option<&Phase>) -> Vec<&'static str> {
+    Phase::V1ALPHA2
+        .iter()
+        .copied()
+        .filter(|to| from.map(Phase::as_str) != Some(to))
+        .filter(|to| transition_allowed(from, Some(&Phase::parse(to)), false))
+        .collect()
+}
+
+pub fn check_transition(old: &StatusView<'_>, new: &StatusView<'_>) -> Option<FieldError> {
+    if let Some(Phase::Other(value)) = new.phase {
+        return Some(FieldError::not_supported(
+            Rule::V22,
+            FieldPath::new("status.phase"),
+            BadValue::str(value),
+            Phase::V1ALPHA2,
+        ));
+    }
+    let increased = matches!((old.attempt, new.attempt), (o, Some(n)) if n > o.unwrap_or(0));
+    if transition_allowed(old.phase, new.phase, increased) {
+        return None;
+    }
+    let path = FieldPath::new("status.phase");
+    let from = old.phase.map_or("(none)", Phase::as_str);
+    match new.phase {
+        None => Some(FieldError::required(
+            Rule::V22,
+            path,
+            format!("may not be removed once set (was {from})"),
+        )),
+        Some(to) => {
+            let mut detail = format!("may not change from {from} to {to}");
+            if matches!((old.phase, to), (Some(Phase::Running), Phase::Pending)) {
+                detail.push_str(" unless the same write increases status.attempt");
+            } else {
+                let targets = allowed_targets(old.phase);
+                if !targets.is_empty() {
+                    detail.push_str("; allowed: ");
+                    detail.push_str(&targets.join(", "));
+                }
+            }
+            Some(FieldError::invalid(Rule::V22, path, BadValue::str(to.as_str()), detail))
+        }
+    }
+}
+
+fn is_camel_case(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_uppercase()) && chars.all(|c| c.is_ascii_alphanumeric())
+}
+
+fn check_generation(path: FieldPath, g: i64, generation: Option<i64>, errs: &mut Vec<FieldError>) {
+    let max = generation.unwrap_or(i64::MAX);
+    if g < 0 || g > max {
+        let detail = match generation {
+            Some(m) => format!("must be between 0 and metadata.generation ({m})"),
+            None => "must be greater than or equal to 0".to_owned(),
+        };
+        errs.push(FieldError::invalid(Rule::V23, path, BadValue::Int(g), detail));
+    }
+}
+
+/// V23
+pub fn check_conditions(status: &StatusView<'_>, generation: Option<i64>) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if let Some(g) = status.observed_generation {
+        check_generation(FieldPath::new("status.observedGeneration"), g, generation, &mut errs);
+    }
+    let root = FieldPath::new("status.conditions");
+    let mut seen = HashSet::new();
+    for (i, c) in status.conditions.iter().enumerate() {
+        let p = root.index(i);
+        if c.type_.is_empty() {
+            errs.push(FieldError::required(Rule::V23, p.child("type"), ""));
+        } else if !is_camel_case(&c.type_) {
+            errs.push(FieldError::invalid(
+                Rule::V23,
+                p.child("type"),
+                BadValue::str(&c.type_),
+                "must be CamelCase",
+            ));
+        } else if !seen.insert(c.type_.as_str()) {
+            errs.push(FieldError::duplicate(
+                Rule::V23,
+                p.child("type"),
+                BadValue::str(&c.type_),
+                "",
+            ));
+        }
+        if let ConditionStatus::Other(s) = &c.status {
+            errs.push(FieldError::not_supported(
+                Rule::V23,
+                p.child("status"),
+                BadValue::str(s),
+                ConditionStatus::KNOWN,
+            ));
+        }
+        match c.reason.as_deref() {
+            None | Some("") => errs.push(FieldError::required(Rule::V23, p.child("reason"), "")),
+            Some(r) if !is_camel_case(r) => errs.push(FieldError::invalid(
+                Rule::V23,
+                p.child("reason"),
+                BadValue::str(r),
+                "must be CamelCase",
+            )),
+            Some(_) => {}
+        }
+        match c.last_transition_time.as_deref() {
+            None | Some("") => errs.push(FieldError::required(
+                Rule::V23,
+                p.child("lastTransitionTime"),
+                "",
+            )),
+            Some(t) if t.parse::<jiff::Timestamp>().is_err() => errs.push(FieldError::invalid(
+                Rule::V23,
+                p.child("lastTransitionTime"),
+                BadValue::str(t),
+                "must be an RFC 3339 date-time",
+            )),
+            Some(_) => {}
+        }
+        if let Some(g) = c.observed_generation {
+            check_generation(p.child("observedGeneration"), g, generation, &mut errs);
+        }
+    }
+    errs
+}

@@ -1,0 +1,38 @@
+//! `agentic-webhook convert`: the `/convert` rules, offline.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::api::Version;
+use crate::conversion::convert_object;
+
+use super::input::{read_documents, to_yaml_stream};
+
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    /// Files (YAML or JSON; several documents and Lists allowed); `-` is stdin.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Version to convert to.
+    #[arg(long, value_parser = ["v1alpha1", "v1alpha2"])]
+    to: String,
+}
+
+pub fn run(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
+    let to = Version::from_version(&args.to).context("--to must be v1alpha1 or v1alpha2")?;
+    let mut out = Vec::new();
+    for file in &args.files {
+        for doc in read_documents(file)? {
+            let converted = convert_object(&doc.object.to_string(), to)
+                .with_context(|| format!("{}: cannot convert", doc.origin))?;
+            let value: Value = serde_json::from_slice(&converted)
+                .with_context(|| format!("{}: converted object is not JSON", doc.origin))?;
+            out.push(value);
+        }
+    }
+    print!("{}", to_yaml_stream(&out)?);
+    Ok(ExitCode::SUCCESS)
+}

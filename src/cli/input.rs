@@ -1,0 +1,82 @@
+//! Reading Kubernetes objects from files: JSON or YAML, one object,
+//! several YAML documents, or a `List`.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+/// One object and where it came from (for error messages).
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub origin: String,
+    pub object: Value,
+}
+
+pub fn read_text(path: &Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading stdin")?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+/// Every object in a file; `List` items are expanded.
+pub fn read_documents(path: &Path) -> anyhow::Result<Vec<Document>> {
+    let text = read_text(path)?;
+    let name = path.display().to_string();
+    let docs: Vec<Value> = if text.trim_start().starts_with(['{', '[']) {
+        vec![serde_json::from_str(&text).with_context(|| format!("{name}: invalid JSON"))?]
+    } else {
+        serde_saphyr::from_multiple::<Value>(&text).with_context(|| format!("{name}: invalid YAML"))?
+    };
+    let mut out = Vec::new();
+    for (i, doc) in docs.into_iter().enumerate() {
+        if doc.is_null() {
+            continue;
+        }
+        let origin = format!("{name}: document {}", i + 1);
+        let is_list = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k == "List" || k.ends_with("List"));
+        match (is_list, doc.get("items")) {
+            (true, Some(Value::Array(items))) => {
+                for (j, item) in items.iter().enumerate() {
+                    out.push(Document {
+                        origin: format!("{origin}, items[{j}]"),
+                        object: item.clone(),
+                    });
+                }
+            }
+            _ => out.push(Document { origin, object: doc }),
+        }
+    }
+    Ok(out)
+}
+
+/// Exactly one object.
+pub fn read_one(path: &Path) -> anyhow::Result<Value> {
+    let mut docs = read_documents(path)?;
+    match docs.len() {
+        1 => Ok(docs.remove(0).object),
+        n => anyhow::bail!("{}: expected one object, found {n}", path.display()),
+    }
+}
+
+/// Objects as YAML documents separated by `---`.
+pub fn to_yaml_stream(objects: &[Value]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for (i, o) in objects.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_saphyr::to_string(o).context("encoding YAML")?);
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}

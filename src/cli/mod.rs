@@ -1,0 +1,117 @@
+//! Command line: one binary, one subcommand per job.
+
+mod certs;
+mod convert;
+pub mod input;
+mod review;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::admission::git::HostPattern;
+use crate::admission::{Config, Limits, Principals};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "agentic-webhook",
+    version,
+    about = "Admission and conversion webhook, and lifecycle reconciler, for AgenticSession (vteam.ambient-code)"
+)]
+pub struct Cli {
+    /// Log format (RUST_LOG sets the level, default info).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "AGENTIC_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a CA and a serving certificate signed by it (PEM files).
+    Certs(certs::CertsArgs),
+    /// Serve /mutate, /validate and /convert over HTTPS, probes over HTTP.
+    Serve(Box<serve::ServeArgs>),
+    /// Run mutate-then-validate offline on a session file, as the webhook would.
+    Review(review::ReviewArgs),
+    /// Convert session files between v1alpha1 and v1alpha2 (YAML to stdout).
+    Convert(convert::ConvertArgs),
+}
+
+/// Rule settings shared by `serve` and `review`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// V5: most repos one session may list.
+    #[arg(long, default_value_t = 20, env = "AGENTIC_MAX_REPOS")]
+    pub max_repos: usize,
+    /// V7: largest initialPrompt (and legacy prompt), in bytes.
+    #[arg(long, default_value_t = 100 * 1024, env = "AGENTIC_MAX_PROMPT_BYTES")]
+    pub max_prompt_bytes: usize,
+    /// V3: git hosts sessions may use (exact or `*.suffix`); repeatable. None = any host.
+    #[arg(long = "allowed-git-host", value_name = "HOST")]
+    pub allowed_git_hosts: Vec<String>,
+    /// V17–V19: user names of controller principals; repeatable.
+    #[arg(long = "controller-user", value_name = "USER")]
+    pub controller_users: Vec<String>,
+    /// V17–V19: groups whose members are controller principals; repeatable.
+    #[arg(long = "controller-group", value_name = "GROUP")]
+    pub controller_groups: Vec<String>,
+}
+
+impl PolicyArgs {
+    pub fn config(&self) -> Config {
+        Config {
+            limits: Limits {
+                max_repos: self.max_repos,
+                max_prompt_bytes: self.max_prompt_bytes,
+                allowed_git_hosts: self.allowed_git_hosts.iter().map(|h| HostPattern::new(h)).collect(),
+            },
+            principals: Principals {
+                users: self.controller_users.clone(),
+                groups: self.controller_groups.clone(),
+            },
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Certs(args) => certs::run(&args),
+        Command::Serve(args) => serve::run(*args),
+        Command::Review(args) => review::run(&args),
+        Command::Convert(args) => convert::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

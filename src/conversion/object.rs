@@ -1,0 +1,378 @@
+//! Converting one whole object.
+//!
+//! The object is split into its top-level members as raw JSON, in order.
+//! `spec` and `status` are converted as typed data; `metadata` (with its
+//! `managedFields`, often most of the bytes) passes through untouched unless
+//! the stash annotation has to change; every other member passes through.
+
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::admission::decode::{decode_typed, is_json_object};
+use crate::api::annotations::CONVERSION_DATA;
+use crate::api::{Version, v1alpha1 as v1, v1alpha2 as v2};
+
+use super::convert::{ConvertError, spec_to_v1, spec_to_v2, status_to_v1, status_to_v2};
+use super::stash::Stash;
+
+/// An object's top-level members, in order, as raw JSON.
+pub struct RawObject<'a> {
+    entries: Vec<(String, &'a RawValue)>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = RawObject<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut entries = Vec::with_capacity(5);
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    entries.push((key, value));
+                }
+                Ok(RawObject { entries })
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+impl<'a> RawObject<'a> {
+    pub fn parse(json: &'a str) -> Result<Self, ConvertError> {
+        if !is_json_object(json) {
+            return Err(ConvertError::NotAnObject);
+        }
+        serde_json::from_str(json).map_err(|_| ConvertError::NotAnObject)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+/// `namespace/name` of an object, for error messages.
+pub fn object_ref(json: &str) -> String {
+    #[derive(Deserialize, Default)]
+    struct M {
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        namespace: String,
+    }
+    #[derive(Deserialize, Default)]
+    struct O {
+        #[serde(default)]
+        metadata: M,
+    }
+    let o: O = serde_json::from_str(json).unwrap_or_default();
+    match (o.metadata.namespace.as_str(), o.metadata.name.as_str()) {
+        ("", "") => "(unnamed object)".to_owned(),
+        ("", name) => name.to_owned(),
+        (ns, name) => format!("{ns}/{name}"),
+    }
+}
+
+fn decode_part<T: serde::de::DeserializeOwned>(raw: &RawValue, field: &str) -> Result<T, ConvertError> {
+    decode_typed(raw.get()).map_err(|e| {
+        let fe = e.into_field_error(field);
+        ConvertError::Decode {
+            field: fe.field.to_string(),
+            message: fe.body(),
+        }
+    })
+}
+
+fn to_raw<T: Serialize>(v: &T) -> Result<Box<RawValue>, ConvertError> {
+    serde_json::value::to_raw_value(v).map_err(|e| ConvertError::Decode {
+        field: "(encode)".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Metadata parsed only when the stash is involved.
+struct MetaEdit {
+    map: Map<String, Value>,
+}
+
+impl MetaEdit {
+    fn parse(raw: Option<&RawValue>) -> Result<Self, ConvertError> {
+        let map = match raw {
+            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| ConvertError::Decode {
+                field: "metadata".into(),
+                message: e.to_string(),
+            })?,
+            None => Map::new(),
+        };
+        Ok(MetaEdit { map })
+    }
+
+    fn stash_annotation(&self) -> Option<&str> {
+        self.map
+            .get("annotations")
+            .and_then(|a| a.get(CONVERSION_DATA))
+            .and_then(Value::as_str)
+    }
+
+    fn set_stash(&mut self, stash: &Stash) {
+        if stash.is_empty() {
+            if let Some(Value::Object(a)) = self.map.get_mut("annotations") {
+                a.remove(CONVERSION_DATA);
+                // The apiserver omits empty maps; so do we, or a round trip
+                // would add `annotations: {}`.
+                if a.is_empty() {
+                    self.map.remove("annotations");
+                }
+            }
+            return;
+        }
+        let entry = self
+            .map
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        if let Value::Object(a) = entry {
+            a.insert(CONVERSION_DATA.to_owned(), Value::String(stash.to_annotation()));
+        }
+    }
+}
+
+/// Convert one object to `to`. Objects already in `to` come back unchanged.
+pub fn convert_object(json: &str, to: Version) -> Result<Vec<u8>, ConvertError> {
+    let obj = RawObject::parse(json)?;
+    let api_version: &str = match obj.get("apiVersion") {
+        Some(raw) => serde_json::from_str(raw.get()).unwrap_or(""),
+        None => "",
+    };
+    let from = Version::from_api_version(api_version)
+        .ok_or_else(|| ConvertError::UnsupportedVersion(api_version.to_owned()))?;
+    if from == to {
+        return Ok(json.as_bytes().to_vec());
+    }
+
+    let meta_raw = obj.get("metadata");
+    // Cheap pre-check: metadata is parsed only if it may hold a stash.
+    let mut meta = match meta_raw {
+        Some(raw) if raw.get().contains("conversion-data") => Some(MetaEdit::parse(Some(raw))?),
+        _ => None,
+    };
+    let had_stash = meta.as_ref().and_then(MetaEdit::stash_annotation).is_some();
+    let mut stash = match meta.as_ref().and_then(MetaEdit::stash_annotation) {
+        Some(text) => Stash::parse(text).map_err(|e| ConvertError::BadStash(e.to_string()))?,
+        None => Stash::default(),
+    };
+
+    let (spec, status) = match to {
+        Version::V1Alpha2 => {
+            let spec = match obj.get("spec") {
+                Some(raw) => Some(to_raw(&spec_to_v2(
+                    decode_part::<v1::SessionSpec>(raw, "spec")?,
+                    &mut stash.spec,
+                )?)?),
+                None => None,
+            };
+            let status = match obj.get("status") {
+                Some(raw) => Some(to_raw(&status_to_v2(
+                    decode_part::<v1::SessionStatus>(raw, "status")?,
+                    &mut stash.status,
+                ))?),
+                None => None,
+            };
+            (spec, status)
+        }
+        Version::V1Alpha1 => {
+            let spec = match obj.get("spec") {
+                Some(raw) => Some(to_raw(&spec_to_v1(
+                    decode_part::<v2::SessionSpec>(raw, "spec")?,
+                    &mut stash.spec,
+                ))?),
+                None => None,
+            };
+            let status = match obj.get("status") {
+                Some(raw) => Some(to_raw(&status_to_v1(
+                    decode_part::<v2::SessionStatus>(raw, "status")?,
+                    &mut stash.status,
+                ))?),
+                None => None,
+            };
+            (spec, status)
+        }
+    };
+
+    let new_meta = if had_stash || !stash.is_empty() {
+        let mut edit = match meta.take() {
+            Some(m) => m,
+            None => MetaEdit::parse(meta_raw)?,
+        };
+        edit.set_stash(&stash);
+        Some(to_raw(&edit.map)?)
+    } else {
+        None
+    };
+
+    let mut out = Vec::with_capacity(json.len() + 64);
+    out.push(b'{');
+    let mut first = true;
+    let mut push = |out: &mut Vec<u8>, key: &str, value: &str| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        // Keys are the object's own (already valid JSON strings when re-escaped).
+        out.extend_from_slice(Value::String(key.to_owned()).to_string().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(value.as_bytes());
+    };
+    let target = Value::String(to.api_version().to_owned()).to_string();
+    let mut wrote_meta = false;
+    for (key, raw) in &obj.entries {
+        match key.as_str() {
+            "apiVersion" => push(&mut out, key, &target),
+            "metadata" => {
+                wrote_meta = true;
+                match &new_meta {
+                    Some(m) => push(&mut out, key, m.get()),
+                    None => push(&mut out, key, raw.get()),
+                }
+            }
+            "spec" => push(&mut out, key, spec.as_deref().map_or(raw.get(), RawValue::get)),
+            "status" => push(&mut out, key, status.as_deref().map_or(raw.get(), RawValue::get)),
+            _ => push(&mut out, key, raw.get()),
+        }
+    }
+    if obj.get("apiVersion").is_none() {
+        push(&mut out, "apiVersion", &target);
+    }
+    if !wrote_meta && let Some(m) = &new_meta {
+        push(&mut out, "metadata", m.get());
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn conv(v: &Value, to: Version) -> Value {
+        let out = convert_object(&v.to_string(), to).unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn legacy_v1alpha1_converts_to_flat_v1alpha2_and_metadata_is_untouched() {
+        let v1 = json!({
+            "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+            "metadata": {"name": "s", "namespace": "n", "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"prompt": "do it", "mainRepoIndex": 0, "timeout": 600,
+                     "repos": [{"input": {"url": "https://github.com/a/api.git", "branch": "main"},
+                                "output": {"url": "https://github.com/me/api.git", "branch": "fix"}}]}
+        });
+        let v2 = conv(&v1, Version::V1Alpha2);
+        assert_eq!(
+            v2,
+            json!({
+                "apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession",
+                "metadata": {"name": "s", "namespace": "n", "managedFields": [{"manager": "kubectl"}]},
+                "spec": {"initialPrompt": "do it", "mainRepo": "api", "timeoutSeconds": 600,
+                         "repos": [{"url": "https://github.com/a/api.git", "branch": "main",
+                                    "output": {"url": "https://github.com/me/api.git", "branch": "fix"}}]}
+            })
+        );
+    }
+
+    #[test]
+    fn values_without_counterpart_travel_in_the_stash_and_come_back() {
+        let v1 = json!({
+            "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+            "metadata": {"name": "s"},
+            "spec": {"initialPrompt": "new", "prompt": "old", "mainRepoIndex": 5,
+                     "botAccount": {"name": "bot"}, "repos": [{"url": "https://h/o/r"}]},
+            "status": {"phase": "Error", "message": "boom", "total_cost_usd": 1.5, "usage": {"x": {"y": 1}}}
+        });
+        let v2 = conv(&v1, Version::V1Alpha2);
+        assert_eq!(v2["status"], json!({"phase": "Failed"}));
+        assert!(v2["spec"].get("mainRepo").is_none());
+        let stash: Value = serde_json::from_str(
+            v2["metadata"]["annotations"][CONVERSION_DATA].as_str().unwrap_or("{}"),
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            stash,
+            json!({"spec": {"prompt": "old", "mainRepoIndex": 5, "botAccount": {"name": "bot"}},
+                   "status": {"phase": "Error", "message": "boom", "total_cost_usd": 1.5, "usage": {"x": {"y": 1}}}})
+        );
+        assert_eq!(conv(&v2, Version::V1Alpha1), v1);
+    }
+
+    #[test]
+    fn main_repo_naming_no_repo_is_stashed_on_the_way_down() {
+        let v2 = json!({"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession",
+            "metadata": {"name": "s", "annotations": {"a": "b"}},
+            "spec": {"mainRepo": "ghost", "repos": [{"url": "https://h/o/r"}]}});
+        let v1 = conv(&v2, Version::V1Alpha1);
+        assert!(v1["spec"].get("mainRepoIndex").is_none());
+        assert_eq!(
+            v1["metadata"]["annotations"][CONVERSION_DATA],
+            r#"{"spec":{"mainRepo":"ghost"}}"#
+        );
+        assert_eq!(conv(&v1, Version::V1Alpha2), v2);
+    }
+
+    #[test]
+    fn same_version_is_returned_byte_for_byte() {
+        let text = r#"{"apiVersion":"vteam.ambient-code/v1alpha2","kind":"AgenticSession","spec":{"x":1}}"#;
+        assert_eq!(
+            convert_object(text, Version::V1Alpha2).ok(),
+            Some(text.as_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn objects_without_metadata_convert() {
+        let v1 = json!({"apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+                        "spec": {"prompt": "p", "bot Account": 1, "botAccount": {"name": "x"}}});
+        let v2 = conv(&v1, Version::V1Alpha2);
+        assert_eq!(v2["spec"], json!({"initialPrompt": "p"}));
+        assert!(v2["metadata"]["annotations"][CONVERSION_DATA].is_string());
+    }
+
+    #[test]
+    fn failures_are_typed() {
+        assert_eq!(
+            convert_object(r#"{"apiVersion":"v1","kind":"Pod"}"#, Version::V1Alpha2).err(),
+            Some(ConvertError::UnsupportedVersion("v1".into()))
+        );
+        assert_eq!(
+            convert_object("[]", Version::V1Alpha2).err(),
+            Some(ConvertError::NotAnObject)
+        );
+        assert_eq!(
+            convert_object(
+                r#"{"apiVersion":"vteam.ambient-code/v1alpha1","spec":{"repos":[{"branch":"x"}]}}"#,
+                Version::V1Alpha2
+            )
+            .err(),
+            Some(ConvertError::RepoWithoutUrl(0))
+        );
+        let bad_type = convert_object(
+            r#"{"apiVersion":"vteam.ambient-code/v1alpha1","spec":{"timeout":"10"}}"#,
+            Version::V1Alpha2,
+        );
+        assert_eq!(
+            bad_type.err().map(|e| e.to_string()),
+            Some(r#"spec.timeout: Invalid value: "10": must be of type integer"#.to_owned())
+        );
+        assert_eq!(object_ref(r#"{"metadata":{"name":"a","namespace":"b"}}"#), "b/a");
+    }
+}

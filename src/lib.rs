@@ -1,0 +1,12 @@
+//! agentic-webhook: admission, conversion and lifecycle for `AgenticSession`.
+//!
+//! Pure core: [`api`], [`admission`], [`conversion`], [`lifecycle::plan`].
+//! Edges: [`server`], [`lifecycle::controller`], [`cli`], [`certs`].
+
+pub mod admission;
+pub mod api;
+pub mod certs;
+pub mod cli;
+pub mod conversion;
+pub mod duration;
+pub mod server;

@@ -1,0 +1,5 @@
+//! `agentic-webhook`: see `agentic-webhook --help`.
+
+fn main() -> std::process::ExitCode {
+    agentic_webhook::cli::main()
+}

@@ -1,0 +1,225 @@
+//! Prometheus metrics. The `controller_runtime_webhook_*` series use the
+//! names and labels of controller-runtime's webhook metrics, so existing
+//! webhook dashboards work unchanged; `agentic_webhook_*` are this product's.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabel {
+    pub webhook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookCodeLabels {
+    pub webhook: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub webhook: String,
+    pub operation: String,
+    /// allowed | denied | patched
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// to_v1alpha1 | to_v1alpha2 | unchanged
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~13 s: the core answers in microseconds; the tail is the transport.
+    Histogram::new([
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        2.5, 5.0, 10.0,
+    ])
+}
+
+fn reconcile_histogram() -> Histogram {
+    Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+/// Every series the binary exports.
+pub struct Metrics {
+    registry: Registry,
+    pub webhook_latency: Family<WebhookLabel, Histogram>,
+    pub webhook_requests: Family<WebhookCodeLabels, Counter>,
+    pub webhook_in_flight: Family<WebhookLabel, Gauge>,
+    pub admission: Family<AdmissionLabels, Counter>,
+    pub denials: Family<RuleLabel, Counter>,
+    pub conversions: Family<DirectionLabels, Counter>,
+    pub conversion_failures: Counter,
+    pub panics: Counter,
+    pub shed: Counter,
+    pub cert_expiry: Gauge,
+    pub cert_reloads: Family<ResultLabel, Counter>,
+    pub reconciles: Family<ResultLabel, Counter>,
+    pub reconcile_errors: Counter,
+    pub reconcile_duration: Histogram,
+    pub sessions: Family<PhaseLabel, Gauge>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let webhook_latency =
+            Family::<WebhookLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let webhook_requests = Family::<WebhookCodeLabels, Counter>::default();
+        let webhook_in_flight = Family::<WebhookLabel, Gauge>::default();
+        let admission = Family::<AdmissionLabels, Counter>::default();
+        let denials = Family::<RuleLabel, Counter>::default();
+        let conversions = Family::<DirectionLabels, Counter>::default();
+        let conversion_failures = Counter::default();
+        let panics = Counter::default();
+        let shed = Counter::default();
+        let cert_expiry = Gauge::default();
+        let cert_reloads = Family::<ResultLabel, Counter>::default();
+        let reconciles = Family::<ResultLabel, Counter>::default();
+        let reconcile_errors = Counter::default();
+        let reconcile_duration = reconcile_histogram();
+        let sessions = Family::<PhaseLabel, Gauge>::default();
+
+        registry.register(
+            "controller_runtime_webhook_latency_seconds",
+            "Histogram of the latency of processing admission requests",
+            webhook_latency.clone(),
+        );
+        registry.register(
+            "controller_runtime_webhook_requests",
+            "Total number of admission requests by HTTP status code",
+            webhook_requests.clone(),
+        );
+        registry.register(
+            "controller_runtime_webhook_requests_in_flight",
+            "Current number of admission requests being served",
+            webhook_in_flight.clone(),
+        );
+        registry.register(
+            "agentic_webhook_admission_requests",
+            "Admission reviews by webhook, operation and result",
+            admission.clone(),
+        );
+        registry.register(
+            "agentic_webhook_denials",
+            "Denied admission reviews by rule id",
+            denials.clone(),
+        );
+        registry.register(
+            "agentic_webhook_conversions",
+            "Objects converted, by direction",
+            conversions.clone(),
+        );
+        registry.register(
+            "agentic_webhook_conversion_failures",
+            "ConversionReviews answered with result Failure",
+            conversion_failures.clone(),
+        );
+        registry.register(
+            "agentic_webhook_panics",
+            "Handler panics caught and answered with 500",
+            panics.clone(),
+        );
+        registry.register(
+            "agentic_webhook_shed_requests",
+            "Requests refused with 429 because the server was at its concurrency limit",
+            shed.clone(),
+        );
+        registry.register(
+            "agentic_webhook_certificate_expiry_timestamp_seconds",
+            "Expiry (notAfter) of the serving certificate, unix seconds",
+            cert_expiry.clone(),
+        );
+        registry.register(
+            "agentic_webhook_certificate_reloads",
+            "Serving certificate reload attempts by result",
+            cert_reloads.clone(),
+        );
+        registry.register(
+            "agentic_webhook_reconciles",
+            "Reconciliations by result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "agentic_webhook_reconcile_errors",
+            "Reconciliations that failed and were requeued with backoff",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "agentic_webhook_reconcile_duration_seconds",
+            "Time spent in one reconciliation",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "agentic_webhook_sessions",
+            "Sessions seen by the reconciler, by phase",
+            sessions.clone(),
+        );
+
+        Arc::new(Metrics {
+            registry,
+            webhook_latency,
+            webhook_requests,
+            webhook_in_flight,
+            admission,
+            denials,
+            conversions,
+            conversion_failures,
+            panics,
+            shed,
+            cert_expiry,
+            cert_reloads,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            sessions,
+        })
+    }
+
+    /// OpenMetrics text.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn webhook(&self, path: &str) -> WebhookLabel {
+        WebhookLabel {
+            webhook: path.to_owned(),
+        }
+    }
+
+    pub fn cert_reload(&self, ok: bool) {
+        self.cert_reloads
+            .get_or_create(&ResultLabel {
+                result: if ok { "success" } else { "failure" }.to_owned(),
+            })
+            .inc();
+    }
+}
