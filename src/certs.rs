@@ -57,7 +57,8 @@ fn validity(params: &mut CertificateParams, lifetime: Duration) {
     let now = OffsetDateTime::now_utc();
     // Small back-dating absorbs clock skew between us and the apiserver.
     params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + time::Duration::try_from(lifetime).unwrap_or(time::Duration::days(365));
+    params.not_after =
+        now + time::Duration::try_from(lifetime).unwrap_or(time::Duration::days(365));
 }
 
 fn random_serial() -> SerialNumber {
@@ -135,6 +136,33 @@ pub fn issue_serving(
     })
 }
 
+/// A client certificate signed by `ca` (for `serve --client-ca`: the
+/// apiserver presents it through its admission kubeconfig).
+pub fn issue_client(
+    ca: &CaPem,
+    common_name: &str,
+    lifetime: Duration,
+) -> Result<PairPem, CertError> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
+    validity(&mut params, lifetime);
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(PairPem {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 /// A CA plus a serving pair for local use (`serve --self-signed`).
 pub fn self_signed_localhost(lifetime: Duration) -> Result<(CaPem, PairPem), CertError> {
     let ca = generate_ca("agentic-webhook local CA", lifetime)?;
@@ -198,8 +226,8 @@ mod tests {
     use x509_parser::prelude::*;
 
     fn parse(pem_text: &str) -> (Vec<u8>, usize) {
-        let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (_, pem) =
+            x509_parser::pem::parse_x509_pem(pem_text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         (pem.contents, 0)
     }
 
@@ -207,8 +235,13 @@ mod tests {
     fn serving_cert_is_signed_by_the_ca_and_names_the_service() {
         let day = Duration::from_secs(86_400);
         let ca = generate_ca("test CA", day).unwrap_or_else(|e| panic!("{e}"));
-        let pair = issue_serving(&ca, &default_dns_names(), &["127.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))], day)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let pair = issue_serving(
+            &ca,
+            &default_dns_names(),
+            &["127.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))],
+            day,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let (ca_der, _) = parse(&ca.cert_pem);
         let (leaf_der, _) = parse(&pair.cert_pem);
         let (_, ca_cert) = X509Certificate::from_der(&ca_der).unwrap_or_else(|e| panic!("{e}"));
@@ -221,12 +254,23 @@ mod tests {
             .subject_alternative_name()
             .ok()
             .flatten()
-            .map(|ext| ext.value.general_names.iter().map(|n| n.to_string()).collect())
+            .map(|ext| {
+                ext.value
+                    .general_names
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect()
+            })
             .unwrap_or_default();
-        assert!(sans.iter().any(|s| s.contains("agentic-webhook.agentic-system.svc.cluster.local")), "{sans:?}");
+        assert!(
+            sans.iter()
+                .any(|s| s.contains("agentic-webhook.agentic-system.svc.cluster.local")),
+            "{sans:?}"
+        );
         assert!(sans.iter().any(|s| s.contains("7f:00:00:01")), "{sans:?}");
         assert_ne!(ca_cert.raw_serial(), leaf.raw_serial());
-        let lifetime = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
+        let lifetime =
+            leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
         assert_eq!(lifetime, 86_400 + 300);
     }
 }

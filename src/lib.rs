@@ -7,6 +7,7 @@ pub mod admission;
 pub mod api;
 pub mod certs;
 pub mod cli;
+pub mod client;
 pub mod conversion;
 pub mod duration;
 pub mod server;

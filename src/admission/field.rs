@@ -186,10 +186,18 @@ pub enum ErrorKind {
     Invalid(BadValue),
     Required,
     Forbidden,
-    TooLong { max: usize },
-    TooMany { actual: usize, max: usize },
+    TooLong {
+        max: usize,
+    },
+    TooMany {
+        actual: usize,
+        max: usize,
+    },
     Duplicate(BadValue),
-    NotSupported { value: BadValue, supported: Vec<String> },
+    NotSupported {
+        value: BadValue,
+        supported: Vec<String>,
+    },
 }
 
 impl ErrorKind {
@@ -216,7 +224,12 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    pub fn invalid(rule: Rule, field: FieldPath, value: BadValue, detail: impl Into<String>) -> Self {
+    pub fn invalid(
+        rule: Rule,
+        field: FieldPath,
+        value: BadValue,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             rule,
             field,
@@ -261,7 +274,12 @@ impl FieldError {
         }
     }
 
-    pub fn duplicate(rule: Rule, field: FieldPath, value: BadValue, detail: impl Into<String>) -> Self {
+    pub fn duplicate(
+        rule: Rule,
+        field: FieldPath,
+        value: BadValue,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             rule,
             field,
@@ -270,7 +288,12 @@ impl FieldError {
         }
     }
 
-    pub fn not_supported(rule: Rule, field: FieldPath, value: BadValue, supported: &[&str]) -> Self {
+    pub fn not_supported(
+        rule: Rule,
+        field: FieldPath,
+        value: BadValue,
+        supported: &[&str],
+    ) -> Self {
         Self {
             rule,
             field,
@@ -453,7 +476,10 @@ mod tests {
     fn every_kind_renders_its_body() {
         let p = FieldPath::new("spec").child("x");
         let cases = [
-            (FieldError::required(Rule::V1, p.clone(), ""), "spec.x: Required value"),
+            (
+                FieldError::required(Rule::V1, p.clone(), ""),
+                "spec.x: Required value",
+            ),
             (
                 FieldError::forbidden(Rule::V15, p.clone(), "nope"),
                 "spec.x: Forbidden: nope",
@@ -471,11 +497,21 @@ mod tests {
                 r#"spec.x: Duplicate value: "api""#,
             ),
             (
-                FieldError::not_supported(Rule::V21, p.clone(), BadValue::str("Go"), &["Running", "Stopped"]),
+                FieldError::not_supported(
+                    Rule::V21,
+                    p.clone(),
+                    BadValue::str("Go"),
+                    &["Running", "Stopped"],
+                ),
                 r#"spec.x: Unsupported value: "Go": supported values: "Running", "Stopped""#,
             ),
             (
-                FieldError::invalid(Rule::V9, p.key("K"), BadValue::Int(-1), "must be greater than 0"),
+                FieldError::invalid(
+                    Rule::V9,
+                    p.key("K"),
+                    BadValue::Int(-1),
+                    "must be greater than 0",
+                ),
                 "spec.x[K]: Invalid value: -1: must be greater than 0",
             ),
         ];
@@ -524,7 +560,8 @@ mod tests {
 
     #[test]
     fn authorization_errors_win_with_403() {
-        let forbidden = FieldError::forbidden(Rule::V17, FieldPath::new("status"), "controller only");
+        let forbidden =
+            FieldError::forbidden(Rule::V17, FieldPath::new("status"), "controller only");
         let st = DenyStatus::from_errors("s1", &[url_error(), forbidden.clone()]);
         assert_eq!((st.code, st.reason), (403, "Forbidden"));
         assert_eq!(st.message, forbidden.to_string());

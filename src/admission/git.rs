@@ -35,7 +35,7 @@ impl UrlProblem {
             UrlProblem::NoPath => "must name a repository path on the host".into(),
             UrlProblem::BadPort => "port must be a number from 1 to 65535".into(),
             UrlProblem::Credentials => {
-                "must not contain credentials; use a git credential Secret instead".into()
+                "must not contain credentials (use a git credential Secret)".into()
             }
             UrlProblem::ForbiddenHost(what) => format!("host must not be a {what} address"),
             UrlProblem::HostNotAllowed => "host is not in the allowed git hosts".into(),
@@ -437,14 +437,23 @@ mod tests {
                 "{host}"
             );
         }
-        for host in ["github.com", "10.0.0.1", "2001:db8::1", "8.8.8.8", "0day.example"] {
+        for host in [
+            "github.com",
+            "10.0.0.1",
+            "2001:db8::1",
+            "8.8.8.8",
+            "0day.example",
+        ] {
             assert!(check_host(host, &[]).is_ok(), "{host}");
         }
     }
 
     #[test]
     fn allow_list_matches_exact_and_wildcard() {
-        let allowed = [HostPattern::new("github.com"), HostPattern::new("*.corp.example")];
+        let allowed = [
+            HostPattern::new("github.com"),
+            HostPattern::new("*.corp.example"),
+        ];
         assert!(check_host("GitHub.com", &allowed).is_ok());
         assert!(check_host("git.corp.example", &allowed).is_ok());
         assert_eq!(
@@ -455,17 +464,46 @@ mod tests {
             check_host("evilcorp.example", &allowed),
             Err(UrlProblem::HostNotAllowed)
         );
-        assert_eq!(check_host("gitlab.com", &allowed), Err(UrlProblem::HostNotAllowed));
+        assert_eq!(
+            check_host("gitlab.com", &allowed),
+            Err(UrlProblem::HostNotAllowed)
+        );
     }
 
     #[test]
     fn branches_follow_check_ref_format() {
-        for ok in ["main", "feature/x", "release-1.2", "fix-auth", "a@b", "v1.0"] {
+        for ok in [
+            "main",
+            "feature/x",
+            "release-1.2",
+            "fix-auth",
+            "a@b",
+            "v1.0",
+        ] {
             assert!(check_branch(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "-x", "/x", "x/", "a..b", "a b", "a~b", "a^b", "a:b", "a?b", "a*b", "a[b",
-            "a\\b", "a@{b", "x.lock", "a/.b", "a//b", "x.", "@", "a\tb", "a\u{7f}b",
+            "",
+            "-x",
+            "/x",
+            "x/",
+            "a..b",
+            "a b",
+            "a~b",
+            "a^b",
+            "a:b",
+            "a?b",
+            "a*b",
+            "a[b",
+            "a\\b",
+            "a@{b",
+            "x.lock",
+            "a/.b",
+            "a//b",
+            "x.",
+            "@",
+            "a\tb",
+            "a\u{7f}b",
             "a/b.lock/c",
         ] {
             assert!(check_branch(bad).is_err(), "{bad:?}");

@@ -49,8 +49,7 @@ pub struct Principals {
 
 impl Principals {
     pub fn is_controller(&self, user: &UserInfo) -> bool {
-        self.users.iter().any(|u| *u == user.username)
-            || user.groups.iter().any(|g| self.groups.contains(g))
+        self.users.contains(&user.username) || user.groups.iter().any(|g| self.groups.contains(g))
     }
 }
 

@@ -99,12 +99,22 @@ fn legacy_prompt(spec: &Map<String, Value>, m: &mut Mutation) {
     };
     match spec.get("initialPrompt") {
         None => {
-            m.set(spec, "/spec", "initialPrompt", Value::String(prompt.clone()));
+            m.set(
+                spec,
+                "/spec",
+                "initialPrompt",
+                Value::String(prompt.clone()),
+            );
             m.remove("/spec", "prompt");
             m.warn("spec.prompt is deprecated: moved to spec.initialPrompt");
         }
         Some(Value::String(initial)) if initial.is_empty() => {
-            m.set(spec, "/spec", "initialPrompt", Value::String(prompt.clone()));
+            m.set(
+                spec,
+                "/spec",
+                "initialPrompt",
+                Value::String(prompt.clone()),
+            );
             m.remove("/spec", "prompt");
             m.warn("spec.prompt is deprecated: moved to spec.initialPrompt");
         }
@@ -179,8 +189,8 @@ fn legacy_repo(
     pointer: &str,
     m: &mut Mutation,
 ) {
-    let only_known = input.keys().all(|k| k == "url" || k == "branch")
-        && input.values().all(Value::is_string);
+    let only_known =
+        input.keys().all(|k| k == "url" || k == "branch") && input.values().all(Value::is_string);
     let in_url = trimmed(input, "url").map(|(_, t)| t);
     let in_branch = trimmed(input, "branch")
         .map(|(_, t)| t)
@@ -289,10 +299,9 @@ mod tests {
 
     fn apply(object: &Value, m: &Mutation) -> Value {
         let mut out = object.clone();
-        let patch: json_patch::Patch = serde_json::from_value(
-            serde_json::to_value(&m.ops).unwrap_or_default(),
-        )
-        .unwrap_or_else(|e| panic!("patch does not parse: {e}"));
+        let patch: json_patch::Patch =
+            serde_json::from_value(serde_json::to_value(&m.ops).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("patch does not parse: {e}"));
         json_patch::patch(&mut out, &patch).unwrap_or_else(|e| panic!("patch fails: {e}"));
         out
     }
@@ -361,7 +370,9 @@ mod tests {
             Version::V1Alpha1,
             json!({"spec": {"prompt": "p", "initialPrompt": ""}}),
         );
-        assert!(matches!(&m.ops[0], PatchOp::Replace { path, .. } if path == "/spec/initialPrompt"));
+        assert!(
+            matches!(&m.ops[0], PatchOp::Replace { path, .. } if path == "/spec/initialPrompt")
+        );
         assert_eq!(out, json!({"spec": {"initialPrompt": "p"}}));
     }
 
@@ -405,7 +416,10 @@ mod tests {
 
     #[test]
     fn workflow_without_git_url_gets_no_branch() {
-        let (out, m) = run(Version::V1Alpha2, json!({"spec": {"activeWorkflow": {"path": "x"}}}));
+        let (out, m) = run(
+            Version::V1Alpha2,
+            json!({"spec": {"activeWorkflow": {"path": "x"}}}),
+        );
         assert!(m.is_empty());
         assert_eq!(out, json!({"spec": {"activeWorkflow": {"path": "x"}}}));
     }
@@ -445,7 +459,10 @@ mod tests {
             Version::V1Alpha1,
             json!({"spec": {"repos": [{"url": "https://h/o/r", "input": {"url": "https://h/o/r", "branch": "main"}}]}}),
         );
-        assert_eq!(out, json!({"spec": {"repos": [{"url": "https://h/o/r", "branch": "main"}]}}));
+        assert_eq!(
+            out,
+            json!({"spec": {"repos": [{"url": "https://h/o/r", "branch": "main"}]}})
+        );
         let conflicting = json!({"spec": {"repos": [{"url": "https://h/o/r", "branch": "dev",
             "input": {"url": "https://h/o/r", "branch": "main"}}]}});
         let (out, m) = run(Version::V1Alpha1, conflicting.clone());

@@ -146,19 +146,50 @@ struct Envelope<'a> {
     request: Option<AdmissionRequest<'a>>,
 }
 
+#[derive(Deserialize)]
+struct TypeOnly<'a> {
+    #[serde(rename = "apiVersion", borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// The error path only: is this at least an AdmissionReview?
+fn check_type(body: &[u8]) -> Result<(), ReviewError> {
+    let Ok(t) = serde_json::from_slice::<TypeOnly<'_>>(body) else {
+        return Ok(());
+    };
+    let api_version = t.api_version.as_deref().unwrap_or("");
+    if ReviewVersion::parse(api_version).is_none() {
+        return Err(ReviewError::WrongApiVersion(api_version.to_owned()));
+    }
+    let kind = t.kind.as_deref().unwrap_or("");
+    if kind != KIND {
+        return Err(ReviewError::WrongKind(kind.to_owned()));
+    }
+    Ok(())
+}
+
 /// Decode a body in one pass, classifying failures for a clear 400.
 pub fn decode(body: &[u8]) -> Result<(ReviewVersion, AdmissionRequest<'_>), ReviewError> {
     // Derived structs would also take a JSON array by position.
     if body.trim_ascii_start().first() != Some(&b'{') {
-        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-            Ok(_) => ReviewError::BadShape("expected a JSON object".into()),
-            Err(e) => ReviewError::NotJson(e.to_string()),
-        });
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => ReviewError::BadShape("expected a JSON object".into()),
+                Err(e) => ReviewError::NotJson(e.to_string()),
+            },
+        );
     }
-    let env: Envelope<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ReviewError::BadShape(e.to_string()),
-        _ => ReviewError::NotJson(e.to_string()),
-    })?;
+    let env: Envelope<'_> = match serde_json::from_slice(body) {
+        Ok(env) => env,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            // Name the wrong apiVersion/kind before any detail of the request.
+            check_type(body)?;
+            return Err(ReviewError::BadShape(e.to_string()));
+        }
+        Err(e) => return Err(ReviewError::NotJson(e.to_string())),
+    };
     let api_version = env.api_version.as_deref().unwrap_or("");
     let version = ReviewVersion::parse(api_version)
         .ok_or_else(|| ReviewError::WrongApiVersion(api_version.to_owned()))?;
@@ -268,11 +299,14 @@ mod tests {
 
     #[test]
     fn classifies_malformed_bodies() {
-        let cases: &[(&str, fn(&ReviewError) -> bool)] = &[
+        type Check = fn(&ReviewError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("{", |e| matches!(e, ReviewError::NotJson(_))),
             ("not json", |e| matches!(e, ReviewError::NotJson(_))),
             ("[]", |e| matches!(e, ReviewError::BadShape(_))),
-            (r#"{"kind":"AdmissionReview"}"#, |e| matches!(e, ReviewError::WrongApiVersion(_))),
+            (r#"{"kind":"AdmissionReview"}"#, |e| {
+                matches!(e, ReviewError::WrongApiVersion(_))
+            }),
             (
                 r#"{"apiVersion":"admission.k8s.io/v1","kind":"ConversionReview"}"#,
                 |e| matches!(e, ReviewError::WrongKind(_)),

@@ -64,10 +64,7 @@ pub struct ActiveWorkflow {
 /// (`git@github.com:org/api.git` -> `api`). Total on every string.
 pub fn repo_name(url: &str) -> &str {
     let trimmed = url.trim().trim_end_matches('/');
-    let last = trimmed
-        .rsplit(['/', ':'])
-        .next()
-        .unwrap_or(trimmed);
+    let last = trimmed.rsplit(['/', ':']).next().unwrap_or(trimmed);
     last.strip_suffix(".git").unwrap_or(last)
 }
 

@@ -110,7 +110,7 @@ impl Phase {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -125,12 +125,6 @@ pub struct Condition {
     pub last_transition_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-}
-
-impl Default for ConditionStatus {
-    fn default() -> Self {
-        ConditionStatus::Unknown
-    }
 }
 
 /// A repository as the runner last applied it.

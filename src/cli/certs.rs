@@ -35,7 +35,8 @@ pub fn run(args: &CertsArgs) -> anyhow::Result<ExitCode> {
     };
     let ca = certs::generate_ca("agentic-webhook CA", lifetime)?;
     let pair = certs::issue_serving(&ca, &dns, &args.ips, lifetime)?;
-    certs::write_dir(&args.out, &ca, &pair).with_context(|| format!("writing {}", args.out.display()))?;
+    certs::write_dir(&args.out, &ca, &pair)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "wrote {dir}/ca.crt, {dir}/ca.key, {dir}/tls.crt, {dir}/tls.key (valid {days} days) for {names}",
         dir = args.out.display(),

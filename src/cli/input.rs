@@ -30,7 +30,8 @@ pub fn read_documents(path: &Path) -> anyhow::Result<Vec<Document>> {
     let docs: Vec<Value> = if text.trim_start().starts_with(['{', '[']) {
         vec![serde_json::from_str(&text).with_context(|| format!("{name}: invalid JSON"))?]
     } else {
-        serde_saphyr::from_multiple::<Value>(&text).with_context(|| format!("{name}: invalid YAML"))?
+        serde_saphyr::from_multiple::<Value>(&text)
+            .with_context(|| format!("{name}: invalid YAML"))?
     };
     let mut out = Vec::new();
     for (i, doc) in docs.into_iter().enumerate() {
@@ -51,7 +52,10 @@ pub fn read_documents(path: &Path) -> anyhow::Result<Vec<Document>> {
                     });
                 }
             }
-            _ => out.push(Document { origin, object: doc }),
+            _ => out.push(Document {
+                origin,
+                object: doc,
+            }),
         }
     }
     Ok(out)

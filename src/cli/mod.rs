@@ -21,7 +21,13 @@ use crate::admission::{Config, Limits, Principals};
 )]
 pub struct Cli {
     /// Log format (RUST_LOG sets the level, default info).
-    #[arg(long, global = true, value_enum, default_value = "text", env = "AGENTIC_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "AGENTIC_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -71,7 +77,11 @@ impl PolicyArgs {
             limits: Limits {
                 max_repos: self.max_repos,
                 max_prompt_bytes: self.max_prompt_bytes,
-                allowed_git_hosts: self.allowed_git_hosts.iter().map(|h| HostPattern::new(h)).collect(),
+                allowed_git_hosts: self
+                    .allowed_git_hosts
+                    .iter()
+                    .map(|h| HostPattern::new(h))
+                    .collect(),
             },
             principals: Principals {
                 users: self.controller_users.clone(),

@@ -50,12 +50,22 @@ pub struct ReviewArgs {
     policy: PolicyArgs,
 }
 
-fn request_json(args: &ReviewArgs, object: &Value, old: Option<&Value>, op: Op) -> anyhow::Result<Vec<u8>> {
-    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+fn request_json(
+    args: &ReviewArgs,
+    object: &Value,
+    old: Option<&Value>,
+    op: Op,
+) -> anyhow::Result<Vec<u8>> {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let version = api_version
         .strip_prefix(GROUP)
         .and_then(|v| v.strip_prefix('/'))
-        .with_context(|| format!("apiVersion {api_version:?} is not {GROUP}/v1alpha1 or v1alpha2"))?;
+        .with_context(|| {
+            format!("apiVersion {api_version:?} is not {GROUP}/v1alpha1 or v1alpha2")
+        })?;
     let meta = object.get("metadata");
     let field = |k: &str| meta.and_then(|m| m.get(k)).cloned().unwrap_or(Value::Null);
     let mut request = json!({
@@ -92,9 +102,11 @@ fn print_warnings(v: &Verdict) {
 pub fn run(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
     let mut object = read_one(&args.file)?;
     let old = args.old.as_deref().map(read_one).transpose()?;
-    let op = args
-        .operation
-        .unwrap_or(if old.is_some() { Op::Update } else { Op::Create });
+    let op = args.operation.unwrap_or(if old.is_some() {
+        Op::Update
+    } else {
+        Op::Create
+    });
     let policy = Policy::new(args.policy.config());
 
     // Mutating stage (the main resource only, as the webhook configuration says).
@@ -105,7 +117,8 @@ pub fn run(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
         print_warnings(&verdict);
         match &verdict.patch {
             Some(patch) => {
-                let ops: json_patch::Patch = serde_json::from_slice(patch).context("reading our own patch")?;
+                let ops: json_patch::Patch =
+                    serde_json::from_slice(patch).context("reading our own patch")?;
                 println!("{MUTATING_WEBHOOK}: patched ({} operations):", ops.0.len());
                 println!("{}", serde_json::to_string_pretty(&ops)?);
                 json_patch::patch(&mut object, &ops).context("applying the patch")?;

@@ -31,7 +31,10 @@ fn index_of(repos: &[v2::Repo], name: &str) -> Option<usize> {
     repos.iter().position(|r| repo_name(&r.url) == name)
 }
 
-pub fn spec_to_v2(s: v1::SessionSpec, stash: &mut SpecStash) -> Result<v2::SessionSpec, ConvertError> {
+pub fn spec_to_v2(
+    s: v1::SessionSpec,
+    stash: &mut SpecStash,
+) -> Result<v2::SessionSpec, ConvertError> {
     let v1::SessionSpec {
         prompt,
         initial_prompt,
@@ -192,15 +195,12 @@ pub fn spec_to_v1(s: v2::SessionSpec, stash: &mut SpecStash) -> v1::SessionSpec 
     let main_repo_index = match main_repo {
         Some(name) => {
             let all = repos.as_deref().unwrap_or_default();
-            let stashed = stash
-                .main_repo_index
-                .take()
-                .filter(|&i| {
-                    usize::try_from(i)
-                        .ok()
-                        .and_then(|u| all.get(u))
-                        .is_some_and(|r| repo_name(&r.url) == name)
-                });
+            let stashed = stash.main_repo_index.take().filter(|&i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|u| all.get(u))
+                    .is_some_and(|r| repo_name(&r.url) == name)
+            });
             match stashed.or_else(|| index_of(all, &name).and_then(|i| i64::try_from(i).ok())) {
                 Some(i) => Some(i),
                 None => {

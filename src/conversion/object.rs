@@ -80,7 +80,10 @@ pub fn object_ref(json: &str) -> String {
     }
 }
 
-fn decode_part<T: serde::de::DeserializeOwned>(raw: &RawValue, field: &str) -> Result<T, ConvertError> {
+fn decode_part<T: serde::de::DeserializeOwned>(
+    raw: &RawValue,
+    field: &str,
+) -> Result<T, ConvertError> {
     decode_typed(raw.get()).map_err(|e| {
         let fe = e.into_field_error(field);
         ConvertError::Decode {
@@ -141,7 +144,10 @@ impl MetaEdit {
             *entry = Value::Object(Map::new());
         }
         if let Value::Object(a) = entry {
-            a.insert(CONVERSION_DATA.to_owned(), Value::String(stash.to_annotation()));
+            a.insert(
+                CONVERSION_DATA.to_owned(),
+                Value::String(stash.to_annotation()),
+            );
         }
     }
 }
@@ -244,8 +250,16 @@ pub fn convert_object(json: &str, to: Version) -> Result<Vec<u8>, ConvertError> 
                     None => push(&mut out, key, raw.get()),
                 }
             }
-            "spec" => push(&mut out, key, spec.as_deref().map_or(raw.get(), RawValue::get)),
-            "status" => push(&mut out, key, status.as_deref().map_or(raw.get(), RawValue::get)),
+            "spec" => push(
+                &mut out,
+                key,
+                spec.as_deref().map_or(raw.get(), RawValue::get),
+            ),
+            "status" => push(
+                &mut out,
+                key,
+                status.as_deref().map_or(raw.get(), RawValue::get),
+            ),
             _ => push(&mut out, key, raw.get()),
         }
     }
@@ -304,7 +318,9 @@ mod tests {
         assert_eq!(v2["status"], json!({"phase": "Failed"}));
         assert!(v2["spec"].get("mainRepo").is_none());
         let stash: Value = serde_json::from_str(
-            v2["metadata"]["annotations"][CONVERSION_DATA].as_str().unwrap_or("{}"),
+            v2["metadata"]["annotations"][CONVERSION_DATA]
+                .as_str()
+                .unwrap_or("{}"),
         )
         .unwrap_or_default();
         assert_eq!(
@@ -373,6 +389,9 @@ mod tests {
             bad_type.err().map(|e| e.to_string()),
             Some(r#"spec.timeout: Invalid value: "10": must be of type integer"#.to_owned())
         );
-        assert_eq!(object_ref(r#"{"metadata":{"name":"a","namespace":"b"}}"#), "b/a");
+        assert_eq!(
+            object_ref(r#"{"metadata":{"name":"a","namespace":"b"}}"#),
+            "b/a"
+        );
     }
 }

@@ -41,7 +41,9 @@ pub enum ReviewError {
     NotJson(String),
     #[error("request body is not a ConversionReview: {0}")]
     BadShape(String),
-    #[error("apiVersion must be apiextensions.k8s.io/v1 or apiextensions.k8s.io/v1beta1, got {0:?}")]
+    #[error(
+        "apiVersion must be apiextensions.k8s.io/v1 or apiextensions.k8s.io/v1beta1, got {0:?}"
+    )]
     WrongApiVersion(String),
     #[error("kind must be ConversionReview, got {0:?}")]
     WrongKind(String),
@@ -72,17 +74,47 @@ struct Envelope<'a> {
     request: Option<ConversionRequest<'a>>,
 }
 
+#[derive(Deserialize)]
+struct TypeOnly<'a> {
+    #[serde(rename = "apiVersion", borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// The error path only: is this at least a ConversionReview?
+fn check_type(body: &[u8]) -> Result<(), ReviewError> {
+    let Ok(t) = serde_json::from_slice::<TypeOnly<'_>>(body) else {
+        return Ok(());
+    };
+    let api_version = t.api_version.as_deref().unwrap_or("");
+    if ReviewVersion::parse(api_version).is_none() {
+        return Err(ReviewError::WrongApiVersion(api_version.to_owned()));
+    }
+    let kind = t.kind.as_deref().unwrap_or("");
+    if kind != KIND {
+        return Err(ReviewError::WrongKind(kind.to_owned()));
+    }
+    Ok(())
+}
+
 pub fn decode(body: &[u8]) -> Result<(ReviewVersion, ConversionRequest<'_>), ReviewError> {
     if body.trim_ascii_start().first() != Some(&b'{') {
-        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-            Ok(_) => ReviewError::BadShape("expected a JSON object".into()),
-            Err(e) => ReviewError::NotJson(e.to_string()),
-        });
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => ReviewError::BadShape("expected a JSON object".into()),
+                Err(e) => ReviewError::NotJson(e.to_string()),
+            },
+        );
     }
-    let env: Envelope<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ReviewError::BadShape(e.to_string()),
-        _ => ReviewError::NotJson(e.to_string()),
-    })?;
+    let env: Envelope<'_> = match serde_json::from_slice(body) {
+        Ok(env) => env,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            check_type(body)?;
+            return Err(ReviewError::BadShape(e.to_string()));
+        }
+        Err(e) => return Err(ReviewError::NotJson(e.to_string())),
+    };
     let api_version = env.api_version.as_deref().unwrap_or("");
     let version = ReviewVersion::parse(api_version)
         .ok_or_else(|| ReviewError::WrongApiVersion(api_version.to_owned()))?;
@@ -160,18 +192,35 @@ mod tests {
         let body = br#"{"kind":"ConversionReview","apiVersion":"apiextensions.k8s.io/v1","request":{"uid":"u","desiredAPIVersion":"vteam.ambient-code/v1alpha2","objects":[{"a":1},{"b":2}]},"response":{"uid":"","convertedObjects":null,"result":{"metadata":{}}}}"#;
         let (v, req) = decode(body).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v, ReviewVersion::V1);
-        assert_eq!(req.objects.iter().map(|o| o.get()).collect::<Vec<_>>(), [r#"{"a":1}"#, r#"{"b":2}"#]);
+        assert_eq!(
+            req.objects.iter().map(|o| o.get()).collect::<Vec<_>>(),
+            [r#"{"a":1}"#, r#"{"b":2}"#]
+        );
     }
 
     #[test]
     fn encodes_success_and_failure() {
-        let ok = encode(ReviewVersion::V1Beta1, "u\"1", &Outcome::Success(vec![b"{}".to_vec(), b"[1]".to_vec()]));
+        let ok = encode(
+            ReviewVersion::V1Beta1,
+            "u\"1",
+            &Outcome::Success(vec![b"{}".to_vec(), b"[1]".to_vec()]),
+        );
         let v: serde_json::Value = serde_json::from_slice(&ok).unwrap_or_default();
-        assert_eq!(v, serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "ConversionReview",
-            "response": {"uid": "u\"1", "convertedObjects": [{}, [1]], "result": {"status": "Success"}}}));
-        let bad = encode(ReviewVersion::V1, "u", &Outcome::Failure("ns/x: nope".into()));
+        assert_eq!(
+            v,
+            serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "ConversionReview",
+            "response": {"uid": "u\"1", "convertedObjects": [{}, [1]], "result": {"status": "Success"}}})
+        );
+        let bad = encode(
+            ReviewVersion::V1,
+            "u",
+            &Outcome::Failure("ns/x: nope".into()),
+        );
         let v: serde_json::Value = serde_json::from_slice(&bad).unwrap_or_default();
-        assert_eq!(v["response"]["result"], serde_json::json!({"status": "Failure", "message": "ns/x: nope"}));
+        assert_eq!(
+            v["response"]["result"],
+            serde_json::json!({"status": "Failure", "message": "ns/x: nope"})
+        );
     }
 
     #[test]
@@ -179,8 +228,14 @@ mod tests {
         assert!(matches!(decode(b"{"), Err(ReviewError::NotJson(_))));
         assert!(matches!(decode(b"7"), Err(ReviewError::BadShape(_))));
         assert!(matches!(decode(br#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview","request":{"uid":"u","objects":{}}}"#), Err(ReviewError::BadShape(_))));
-        assert_eq!(decode(br#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview"}"#).err(), Some(ReviewError::MissingRequest));
+        assert_eq!(
+            decode(br#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview"}"#).err(),
+            Some(ReviewError::MissingRequest)
+        );
         assert_eq!(decode(br#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview","request":{}}"#).err(), Some(ReviewError::MissingUid));
-        assert!(matches!(decode(br#"{"apiVersion":"admission.k8s.io/v1","kind":"ConversionReview"}"#), Err(ReviewError::WrongApiVersion(_))));
+        assert!(matches!(
+            decode(br#"{"apiVersion":"admission.k8s.io/v1","kind":"ConversionReview"}"#),
+            Err(ReviewError::WrongApiVersion(_))
+        ));
     }
 }

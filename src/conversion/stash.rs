@@ -83,7 +83,11 @@ pub struct StatusStash {
     pub subtype: Option<String>,
     #[serde(rename = "num_turns", default, skip_serializing_if = "Option::is_none")]
     pub num_turns: Option<i64>,
-    #[serde(rename = "session_id", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "session_id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub session_id: Option<String>,
     #[serde(
         rename = "total_cost_usd",

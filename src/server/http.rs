@@ -1,7 +1,7 @@
 //! The HTTPS routes: `POST /mutate`, `/validate`, `/convert`.
 //!
 //! Each handler is decode → core → encode. Around them, outermost first:
-//! panic catcher (500, counted), metrics, the request deadline from the
+//! metrics, panic catcher (500, counted), the request deadline from the
 //! apiserver's `?timeout=`, and admission control (content type, and a
 //! bounded wait for a concurrency slot and body memory: overload is shed
 //! with 429 rather than queued past the deadline).
@@ -82,7 +82,9 @@ impl App {
             conversion,
             metrics,
             slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
-            body_budget: Arc::new(Semaphore::new((limits.max_body_bytes_in_flight / 1024).max(1))),
+            body_budget: Arc::new(Semaphore::new(
+                (limits.max_body_bytes_in_flight / 1024).max(1),
+            )),
             limits,
         })
     }
@@ -103,15 +105,22 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .layer(middleware::from_fn_with_state(app.clone(), admit))
         .layer(middleware::from_fn_with_state(app.clone(), deadline))
-        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        // Inside `observe`, so a panic still ends as a counted 500 and the
+        // in-flight gauge goes back down.
         .layer(CatchPanicLayer::custom(PanicResponder(app.metrics.clone())))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
 }
 
 fn plain(code: StatusCode, msg: impl Into<String>) -> Response {
     let mut body = msg.into();
     body.push('\n');
-    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 fn json(body: Vec<u8>) -> Response {
@@ -132,7 +141,10 @@ impl ResponseForPanic for PanicResponder {
             .unwrap_or_else(|| "unknown panic".to_owned());
         self.0.panics.inc();
         tracing::error!(panic = %what, "handler panicked; answered 500");
-        plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error: handler panicked")
+        plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error: handler panicked",
+        )
     }
 }
 
@@ -303,7 +315,12 @@ fn admission(app: &App, endpoint: Endpoint, body: &[u8]) -> Response {
     json(out)
 }
 
-fn record_admission(app: &App, path: &str, req: &admission_review::AdmissionRequest<'_>, v: &Verdict) {
+fn record_admission(
+    app: &App,
+    path: &str,
+    req: &admission_review::AdmissionRequest<'_>,
+    v: &Verdict,
+) {
     let result = if !v.allowed() {
         "denied"
     } else if v.patch.is_some() {
@@ -389,4 +406,99 @@ async fn convert(State(app): State<Arc<App>>, body: Bytes) -> Response {
         "conversion review"
     );
     json(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::review::AdmissionRequest;
+    use crate::conversion::Converter;
+    use tower::ServiceExt as _;
+
+    struct Panicky;
+
+    impl AdmissionService for Panicky {
+        fn mutate(&self, _: &AdmissionRequest<'_>) -> Verdict {
+            panic!("rule bug")
+        }
+        fn validate(&self, _: &AdmissionRequest<'_>) -> Verdict {
+            Verdict::allow()
+        }
+    }
+
+    const REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1","kind":{"group":"vteam.ambient-code","version":"v1alpha2","kind":"AgenticSession"},"operation":"CREATE","object":{}}}"#;
+
+    fn post(path: &str) -> Request {
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(REVIEW))
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_500_counted_and_survived() {
+        let metrics = Metrics::new();
+        let app = App::new(
+            Arc::new(Panicky),
+            Arc::new(Converter),
+            metrics.clone(),
+            HttpLimits::default(),
+        );
+        let router = router(app);
+        let resp = router
+            .clone()
+            .oneshot(post(MUTATE))
+            .await
+            .unwrap_or_else(|e| match e {});
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(metrics.panics.get(), 1);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"controller_runtime_webhook_requests_total{webhook="/mutate",code="500"} 1"#
+            ),
+            "{text}"
+        );
+        // The in-flight gauge was not left raised by the unwinding request.
+        let resp = router
+            .oneshot(post(VALIDATE))
+            .await
+            .unwrap_or_else(|e| match e {});
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn overload_is_shed_with_429_before_the_deadline() {
+        let metrics = Metrics::new();
+        let limits = HttpLimits {
+            max_concurrent: 1,
+            ..HttpLimits::default()
+        };
+        let app = App::new(
+            Arc::new(crate::admission::Policy::default()),
+            Arc::new(Converter),
+            metrics.clone(),
+            limits,
+        );
+        // Hold the only slot, as a long request would.
+        let held = app.slots.clone().acquire_owned().await;
+        let router = router(app);
+        let started = Instant::now();
+        let req = Request::post("/validate?timeout=400ms")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(REVIEW))
+            .unwrap_or_default();
+        let resp = router.oneshot(req).await.unwrap_or_else(|e| match e {});
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            resp.headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(b"1".as_slice())
+        );
+        // Waited about half the 400 ms budget, not the whole timeout.
+        assert!(started.elapsed() < Duration::from_millis(400));
+        assert_eq!(metrics.shed.get(), 1);
+        drop(held);
+    }
 }

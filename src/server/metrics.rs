@@ -55,13 +55,15 @@ pub struct PhaseLabel {
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~13 s: the core answers in microseconds; the tail is the transport.
     Histogram::new([
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-        2.5, 5.0, 10.0,
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
     ])
 }
 
 fn reconcile_histogram() -> Histogram {
-    Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+    Histogram::new([
+        0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
 }
 
 /// Every series the binary exports.
@@ -87,8 +89,9 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::default();
-        let webhook_latency =
-            Family::<WebhookLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let webhook_latency = Family::<WebhookLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let webhook_requests = Family::<WebhookCodeLabels, Counter>::default();
         let webhook_in_flight = Family::<WebhookLabel, Gauge>::default();
         let admission = Family::<AdmissionLabels, Counter>::default();

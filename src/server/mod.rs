@@ -104,13 +104,16 @@ pub async fn run(
         metrics,
     } = handles;
 
+    let mut loaded_fingerprint = 0;
     match &cfg.certs {
         CertSource::Files(files) => {
-            let pair = reload::load_files(files)?;
+            let (pair, fp) = reload::load_files(files)?;
+            loaded_fingerprint = fp;
             reload::install(&certs, &metrics, pair);
         }
         CertSource::SelfSigned { ca_out } => {
-            let (ca, pair) = crate::certs::self_signed_localhost(Duration::from_secs(365 * 86_400))?;
+            let (ca, pair) =
+                crate::certs::self_signed_localhost(Duration::from_secs(365 * 86_400))?;
             crate::certs::write_ca_cert(ca_out, &ca)?;
             let loaded = tls::load_pair(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())?;
             reload::install(&certs, &metrics, loaded);
@@ -120,14 +123,18 @@ pub async fn run(
     }
 
     let tls_config = tls::server_config(certs.clone(), &cfg.tls)?;
-    let https = TcpListener::bind(cfg.addr).await.map_err(|source| ServeError::Bind {
-        addr: cfg.addr,
-        source,
-    })?;
-    let probe = TcpListener::bind(cfg.probe_addr).await.map_err(|source| ServeError::Bind {
-        addr: cfg.probe_addr,
-        source,
-    })?;
+    let https = TcpListener::bind(cfg.addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.addr,
+            source,
+        })?;
+    let probe = TcpListener::bind(cfg.probe_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.probe_addr,
+            source,
+        })?;
     let https_addr = https.local_addr().unwrap_or(cfg.addr);
     let probe_addr = probe.local_addr().unwrap_or(cfg.probe_addr);
 
@@ -151,6 +158,7 @@ pub async fn run(
     if let CertSource::Files(files) = &cfg.certs {
         tokio::spawn(reload::watch(
             files.clone(),
+            loaded_fingerprint,
             certs.clone(),
             metrics.clone(),
             cfg.cert_poll_interval,
@@ -188,8 +196,14 @@ pub async fn run(
     shutdown.cancel();
     let _ = accept.await;
     tracker.close();
-    if tokio::time::timeout(cfg.shutdown_grace, tracker.wait()).await.is_err() {
-        tracing::warn!(open = tracker.len(), "shutdown grace elapsed with connections still open");
+    if tokio::time::timeout(cfg.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tracker.len(),
+            "shutdown grace elapsed with connections still open"
+        );
     }
     probe_token.cancel();
     let _ = probe_task.await;

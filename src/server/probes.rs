@@ -70,7 +70,11 @@ pub fn router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
 async fn readyz(State(s): State<ProbeState>) -> Response {
     match s.health.readiness() {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 

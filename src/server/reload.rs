@@ -43,24 +43,34 @@ fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
     })
 }
 
-/// What is on disk now: a fingerprint of the bytes (or of the read error).
-fn snapshot(files: &PairFiles) -> (u64, Result<(Vec<u8>, Vec<u8>), LoadError>) {
+/// Cert and key bytes, or why they could not be read.
+type PairBytes = Result<(Vec<u8>, Vec<u8>), LoadError>;
+
+fn fingerprint(res: &PairBytes) -> u64 {
     let mut h = DefaultHasher::new();
-    let res = read(&files.cert).and_then(|c| read(&files.key).map(|k| (c, k)));
-    match &res {
+    match res {
         Ok((c, k)) => {
             c.hash(&mut h);
             k.hash(&mut h);
         }
         Err(e) => e.to_string().hash(&mut h),
     }
-    (h.finish(), res)
+    h.finish()
 }
 
-pub fn load_files(files: &PairFiles) -> Result<ServingCert, LoadError> {
-    let cert = read(&files.cert)?;
-    let key = read(&files.key)?;
-    Ok(load_pair(&cert, &key)?)
+/// What is on disk now: a fingerprint of the bytes (or of the read error).
+fn snapshot(files: &PairFiles) -> (u64, PairBytes) {
+    let res = read(&files.cert).and_then(|c| read(&files.key).map(|k| (c, k)));
+    (fingerprint(&res), res)
+}
+
+/// The loaded pair and the fingerprint of the exact bytes it came from, the
+/// baseline for [`watch`] (a change landing before the watcher starts must
+/// still count as a change).
+pub fn load_files(files: &PairFiles) -> Result<(ServingCert, u64), LoadError> {
+    let (fp, res) = snapshot(files);
+    let (cert, key) = res?;
+    Ok((load_pair(&cert, &key)?, fp))
 }
 
 /// Install a pair and report its expiry.
@@ -73,6 +83,7 @@ pub fn install(store: &CertStore, metrics: &Metrics, cert: ServingCert) {
 /// Watch `files` until `shutdown`; the initial pair must already be installed.
 pub async fn watch(
     files: PairFiles,
+    loaded_fingerprint: u64,
     store: Arc<CertStore>,
     metrics: Arc<Metrics>,
     poll: Duration,
@@ -80,7 +91,7 @@ pub async fn watch(
 ) {
     let (tx, mut rx) = mpsc::channel::<()>(16);
     let _watcher = start_watcher(&files, tx);
-    let (mut last, _) = snapshot(&files);
+    let mut last = loaded_fingerprint;
     let mut tick = tokio::time::interval(poll.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -107,7 +118,10 @@ pub async fn watch(
             }
             Err(e) => {
                 metrics.cert_reload(false);
-                let serving = store.current().map(|c| c.serial.clone()).unwrap_or_default();
+                let serving = store
+                    .current()
+                    .map(|c| c.serial.clone())
+                    .unwrap_or_default();
                 tracing::error!(error = %e, keeping_serial = %serving, "serving certificate reload failed; keeping the current pair");
             }
         }
@@ -125,7 +139,13 @@ fn start_watcher(files: &PairFiles, tx: mpsc::Sender<()>) -> Option<notify::Reco
     let mut dirs: Vec<PathBuf> = [&files.cert, &files.key]
         .iter()
         .filter_map(|p| p.parent().map(Path::to_path_buf))
-        .map(|d| if d.as_os_str().is_empty() { PathBuf::from(".") } else { d })
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                d
+            }
+        })
         .collect();
     dirs.dedup();
     for dir in dirs {

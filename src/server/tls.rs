@@ -51,12 +51,14 @@ pub fn load_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServingCert, TlsErro
     let serial = hex(parsed.raw_serial());
     let not_after = parsed.validity().not_after.timestamp();
     let not_before = parsed.validity().not_before.timestamp();
-    let key_der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::BadKey(e.to_string()))?;
+    let key_der =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::BadKey(e.to_string()))?;
     let provider = rustls::crypto::ring::default_provider();
     let key = CertifiedKey::from_der(chain, key_der, &provider)
         .map_err(|e| TlsError::Mismatch(e.to_string()))?;
     // from_der tolerates "unknown" consistency; be strict.
-    key.keys_match().map_err(|e| TlsError::Mismatch(e.to_string()))?;
+    key.keys_match()
+        .map_err(|e| TlsError::Mismatch(e.to_string()))?;
     Ok(ServingCert {
         key: Arc::new(key),
         serial,
@@ -67,10 +69,12 @@ pub fn load_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServingCert, TlsErro
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// The current serving pair, swapped atomically.
@@ -122,19 +126,25 @@ pub struct TlsOptions {
     pub client_ca_pem: Option<Vec<u8>>,
 }
 
-pub fn server_config(store: Arc<CertStore>, opts: &TlsOptions) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    store: Arc<CertStore>,
+    opts: &TlsOptions,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&'static rustls::SupportedProtocolVersion] = match opts.min_version {
         MinTlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         MinTlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let builder = ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
+    let builder =
+        ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
     let builder = match &opts.client_ca_pem {
         Some(pem) => {
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|e| TlsError::ClientCa(e.to_string()))?;
-                roots.add(cert).map_err(|e| TlsError::ClientCa(e.to_string()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::ClientCa(e.to_string()))?;
             }
             if roots.is_empty() {
                 return Err(TlsError::ClientCa("no certificate in bundle".into()));

@@ -39,7 +39,10 @@ pub fn validate(cfg: &Config, req: &AdmissionRequest<'_>) -> Verdict {
     }
 }
 
-fn decode_object<S: Versioned>(raw: Option<&RawValue>, root: &str) -> Result<Option<S>, FieldError> {
+fn decode_object<S: Versioned>(
+    raw: Option<&RawValue>,
+    root: &str,
+) -> Result<Option<S>, FieldError> {
     match raw {
         None => Ok(None),
         Some(raw) => decode_typed::<S>(raw.get())
@@ -54,7 +57,11 @@ fn validate_as<S: Versioned>(cfg: &Config, req: &AdmissionRequest<'_>) -> Verdic
         Ok(None) => {
             return deny(
                 req,
-                vec![FieldError::required(Rule::Schema, FieldPath::new("object"), "")],
+                vec![FieldError::required(
+                    Rule::Schema,
+                    FieldPath::new("object"),
+                    "",
+                )],
                 Vec::new(),
             );
         }
@@ -113,7 +120,9 @@ fn validate_main<S: Versioned>(
         req.namespace(),
         object_name(req, new),
     ));
-    errors.extend(principals::check_desired_phase(new.meta().annotations.as_ref()));
+    errors.extend(principals::check_desired_phase(
+        new.meta().annotations.as_ref(),
+    ));
     deny_or_allow(req, errors, warnings)
 }
 
@@ -146,7 +155,11 @@ fn object_name<'a, S: Versioned>(req: &'a AdmissionRequest<'_>, obj: &'a S) -> &
     }
 }
 
-fn deny_or_allow(req: &AdmissionRequest<'_>, errors: Vec<FieldError>, warnings: Vec<String>) -> Verdict {
+fn deny_or_allow(
+    req: &AdmissionRequest<'_>,
+    errors: Vec<FieldError>,
+    warnings: Vec<String>,
+) -> Verdict {
     if errors.is_empty() {
         Verdict {
             warnings,

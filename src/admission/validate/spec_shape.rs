@@ -176,7 +176,12 @@ fn check_workflow(
 }
 
 /// V7: prompt size. The text itself never appears in the error.
-fn check_prompts(spec: &SpecView<'_>, limits: &Limits, root: &FieldPath, errs: &mut Vec<FieldError>) {
+fn check_prompts(
+    spec: &SpecView<'_>,
+    limits: &Limits,
+    root: &FieldPath,
+    errs: &mut Vec<FieldError>,
+) {
     for (name, text) in &spec.prompts {
         if text.len() > limits.max_prompt_bytes {
             errs.push(FieldError::too_long(

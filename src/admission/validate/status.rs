@@ -9,7 +9,11 @@ use super::view::StatusView;
 
 /// V22: may a status write move `from` to `to`? `attempt_increased` is true
 /// when the same write raises `status.attempt` (a retry).
-pub fn transition_allowed(from: Option<&Phase>, to: Option<&Phase>, attempt_increased: bool) -> bool {
+pub fn transition_allowed(
+    from: Option<&Phase>,
+    to: Option<&Phase>,
+    attempt_increased: bool,
+) -> bool {
     use Phase::*;
     // v1alpha1's legacy `Error` behaves as `Failed`.
     let norm = |p: Option<&Phase>| match p {
@@ -74,7 +78,12 @@ pub fn check_transition(old: &StatusView<'_>, new: &StatusView<'_>) -> Option<Fi
                     detail.push_str(&targets.join(", "));
                 }
             }
-            Some(FieldError::invalid(Rule::V22, path, BadValue::str(to.as_str()), detail))
+            Some(FieldError::invalid(
+                Rule::V22,
+                path,
+                BadValue::str(to.as_str()),
+                detail,
+            ))
         }
     }
 }
@@ -91,7 +100,12 @@ fn check_generation(path: FieldPath, g: i64, generation: Option<i64>, errs: &mut
             Some(m) => format!("must be between 0 and metadata.generation ({m})"),
             None => "must be greater than or equal to 0".to_owned(),
         };
-        errs.push(FieldError::invalid(Rule::V23, path, BadValue::Int(g), detail));
+        errs.push(FieldError::invalid(
+            Rule::V23,
+            path,
+            BadValue::Int(g),
+            detail,
+        ));
     }
 }
 
@@ -99,7 +113,12 @@ fn check_generation(path: FieldPath, g: i64, generation: Option<i64>, errs: &mut
 pub fn check_conditions(status: &StatusView<'_>, generation: Option<i64>) -> Vec<FieldError> {
     let mut errs = Vec::new();
     if let Some(g) = status.observed_generation {
-        check_generation(FieldPath::new("status.observedGeneration"), g, generation, &mut errs);
+        check_generation(
+            FieldPath::new("status.observedGeneration"),
+            g,
+            generation,
+            &mut errs,
+        );
     }
     let root = FieldPath::new("status.conditions");
     let mut seen = HashSet::new();

@@ -172,9 +172,24 @@ impl Versioned for SessionV2 {
             &old.inactivity_timeout_seconds,
             inactivity_timeout_seconds,
         );
-        changed(o, "stopOnRunFinished", &old.stop_on_run_finished, stop_on_run_finished);
-        changed(o, "autoPushOnComplete", &old.auto_push_on_complete, auto_push_on_complete);
-        changed(o, "environmentVariables", &old.environment_variables, environment_variables);
+        changed(
+            o,
+            "stopOnRunFinished",
+            &old.stop_on_run_finished,
+            stop_on_run_finished,
+        );
+        changed(
+            o,
+            "autoPushOnComplete",
+            &old.auto_push_on_complete,
+            auto_push_on_complete,
+        );
+        changed(
+            o,
+            "environmentVariables",
+            &old.environment_variables,
+            environment_variables,
+        );
         changed(o, "mcpServers", &old.mcp_servers, mcp_servers);
         changed(o, "activeWorkflow", &old.active_workflow, active_workflow);
         out
@@ -278,14 +293,39 @@ impl Versioned for SessionV1 {
         changed(o, "userContext", &old.user_context, user_context);
         changed(o, "llmSettings", &old.llm_settings, llm_settings);
         changed(o, "timeout", &old.timeout, timeout);
-        changed(o, "inactivityTimeout", &old.inactivity_timeout, inactivity_timeout);
-        changed(o, "stopOnRunFinished", &old.stop_on_run_finished, stop_on_run_finished);
-        changed(o, "autoPushOnComplete", &old.auto_push_on_complete, auto_push_on_complete);
-        changed(o, "environmentVariables", &old.environment_variables, environment_variables);
+        changed(
+            o,
+            "inactivityTimeout",
+            &old.inactivity_timeout,
+            inactivity_timeout,
+        );
+        changed(
+            o,
+            "stopOnRunFinished",
+            &old.stop_on_run_finished,
+            stop_on_run_finished,
+        );
+        changed(
+            o,
+            "autoPushOnComplete",
+            &old.auto_push_on_complete,
+            auto_push_on_complete,
+        );
+        changed(
+            o,
+            "environmentVariables",
+            &old.environment_variables,
+            environment_variables,
+        );
         changed(o, "mcpServers", &old.mcp_servers, mcp_servers);
         changed(o, "activeWorkflow", &old.active_workflow, active_workflow);
         changed(o, "botAccount", &old.bot_account, bot_account);
-        changed(o, "resourceOverrides", &old.resource_overrides, resource_overrides);
+        changed(
+            o,
+            "resourceOverrides",
+            &old.resource_overrides,
+            resource_overrides,
+        );
         out
     }
 }
