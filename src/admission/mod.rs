@@ -9,6 +9,7 @@ pub mod field;
 pub mod git;
 pub mod mutate;
 pub mod review;
+mod testkit;
 pub mod validate;
 
 use serde::Deserialize;
@@ -119,5 +120,50 @@ impl AdmissionService for Policy {
             return Verdict::allow();
         }
         validate::validate(&self.config, req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::testkit::*;
+    use crate::api::Version::{V1Alpha1, V1Alpha2};
+
+    #[test]
+    fn mutate_patches_creates_and_updates_of_the_main_resource() {
+        let obj = session(V1Alpha2, json!({"repos": [{"url": "https://h/o/api"}]}));
+        let v = Case::create(V1Alpha2, obj.clone()).mutate();
+        let patch: serde_json::Value =
+            serde_json::from_slice(&v.patch.unwrap_or_default()).unwrap_or_default();
+        assert_eq!(
+            patch,
+            json!([{"op": "add", "path": "/spec/repos/0/branch", "value": "main"},
+                   {"op": "add", "path": "/spec/mainRepo", "value": "api"}])
+        );
+        assert!(
+            Case::update(V1Alpha2, obj.clone(), obj.clone())
+                .mutate()
+                .patch
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn mutate_leaves_status_writes_deletes_and_v1alpha1_main_repo_alone() {
+        let obj = session(V1Alpha2, json!({"repos": [{"url": "https://h/o/api"}]}));
+        assert_eq!(
+            Case::update(V1Alpha2, obj.clone(), obj.clone())
+                .status()
+                .mutate()
+                .patch,
+            None
+        );
+        assert_eq!(Case::delete(V1Alpha2, obj).mutate().patch, None);
+        let v1 = session(
+            V1Alpha1,
+            json!({"repos": [{"url": "https://h/o/api", "branch": "main"}]}),
+        );
+        assert_eq!(Case::create(V1Alpha1, v1).mutate().patch, None);
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::api::Version;
-use crate::conversion::convert_object;
+use crate::conversion::normalize_object;
 
 use super::input::{read_documents, to_yaml_stream};
 
@@ -16,7 +16,8 @@ pub struct ConvertArgs {
     /// Files (YAML or JSON; several documents and Lists allowed); `-` is stdin.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Version to convert to.
+    /// Version to convert to. Objects already in it are normalized (legacy
+    /// shapes stored under its label are rewritten).
     #[arg(long, value_parser = ["v1alpha1", "v1alpha2"])]
     to: String,
 }
@@ -26,7 +27,7 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
     let mut out = Vec::new();
     for file in &args.files {
         for doc in read_documents(file)? {
-            let converted = convert_object(&doc.object.to_string(), to)
+            let converted = normalize_object(&doc.object.to_string(), to)
                 .with_context(|| format!("{}: cannot convert", doc.origin))?;
             let value: Value = serde_json::from_slice(&converted)
                 .with_context(|| format!("{}: converted object is not JSON", doc.origin))?;

@@ -7,8 +7,9 @@
 
 use crate::api::common::repo_name;
 use crate::api::status::Phase;
-use crate::api::{v1alpha1 as v1, v1alpha2 as v2};
+use crate::api::{Version, v1alpha1 as v1, v1alpha2 as v2};
 
+use super::any::AnySpec;
 use super::stash::{RepoStash, SpecStash, StatusStash};
 
 /// Why one object could not be converted.
@@ -31,21 +32,26 @@ fn index_of(repos: &[v2::Repo], name: &str) -> Option<usize> {
     repos.iter().position(|r| repo_name(&r.url) == name)
 }
 
-pub fn spec_to_v2(
-    s: v1::SessionSpec,
+/// Normalize a source spec (any shape, labelled `from`) to the hub.
+pub fn spec_to_hub(
+    s: AnySpec,
     stash: &mut SpecStash,
+    from: Version,
 ) -> Result<v2::SessionSpec, ConvertError> {
-    let v1::SessionSpec {
+    let AnySpec {
         prompt,
         initial_prompt,
         repos,
         main_repo_index,
+        main_repo,
         interactive,
         display_name,
         user_context,
         llm_settings,
         timeout,
+        timeout_seconds,
         inactivity_timeout,
+        inactivity_timeout_seconds,
         stop_on_run_finished,
         auto_push_on_complete,
         environment_variables,
@@ -54,12 +60,15 @@ pub fn spec_to_v2(
         bot_account,
         resource_overrides,
     } = s;
-    // The source is the truth for its own fields: stale stash entries go.
-    stash.prompt = None;
-    stash.main_repo_index = None;
-    stash.repos.clear();
-    stash.bot_account = bot_account;
-    stash.resource_overrides = resource_overrides;
+    if from == Version::V1Alpha1 {
+        // A v1alpha1 source is the truth for its own fields: what it no
+        // longer says must not come back from an old stash.
+        stash.prompt = None;
+        stash.main_repo_index = None;
+        stash.repos.clear();
+        stash.bot_account = None;
+        stash.resource_overrides = None;
+    }
 
     // `prompt` fills an empty initialPrompt; when both differ initialPrompt wins.
     let initial_prompt = match (initial_prompt, prompt) {
@@ -85,25 +94,43 @@ pub fn spec_to_v2(
     };
 
     let all = repos.as_deref().unwrap_or_default();
-    let main_repo = match main_repo_index {
-        Some(i) => match usize::try_from(i).ok().and_then(|u| all.get(u)) {
-            Some(repo) => {
-                let name = repo_name(&repo.url);
-                if index_of(all, name) != usize::try_from(i).ok() {
-                    stash.main_repo_index = Some(i);
-                }
-                Some(name.to_owned())
+    // An index survives as a stash entry whenever the name alone would not
+    // bring it back (out of range, or not the first repo of that name).
+    let keep_index = |i: i64, name: Option<&str>, stash: &mut SpecStash| {
+        let by_index = usize::try_from(i).ok().and_then(|u| all.get(u));
+        let first = by_index.and_then(|r| index_of(all, repo_name(&r.url)));
+        let consistent = by_index.is_some_and(|r| Some(repo_name(&r.url)) == name)
+            && first == usize::try_from(i).ok();
+        if !consistent {
+            stash.main_repo_index = Some(i);
+        }
+    };
+    let main_repo = match (main_repo, main_repo_index) {
+        (Some(name), index) => {
+            if let Some(i) = index {
+                keep_index(i, Some(&name), stash);
             }
-            None => {
-                stash.main_repo_index = Some(i);
-                None
-            }
-        },
+            Some(name)
+        }
+        (None, Some(i)) => {
+            let name = usize::try_from(i)
+                .ok()
+                .and_then(|u| all.get(u))
+                .map(|r| repo_name(&r.url).to_owned());
+            keep_index(i, name.as_deref(), stash);
+            name
+        }
         // A v1alpha2 mainRepo that had no index comes back.
-        None => stash.main_repo.take(),
+        (None, None) => stash.main_repo.take(),
     };
     if main_repo.is_some() {
         stash.main_repo = None;
+    }
+    if bot_account.is_some() {
+        stash.bot_account = bot_account;
+    }
+    if resource_overrides.is_some() {
+        stash.resource_overrides = resource_overrides;
     }
 
     Ok(v2::SessionSpec {
@@ -114,14 +141,35 @@ pub fn spec_to_v2(
         display_name,
         user_context,
         llm_settings,
-        timeout_seconds: timeout,
-        inactivity_timeout_seconds: inactivity_timeout,
+        timeout_seconds: prefer(timeout_seconds, timeout, "spec.timeout", stash),
+        inactivity_timeout_seconds: prefer(
+            inactivity_timeout_seconds,
+            inactivity_timeout,
+            "spec.inactivityTimeout",
+            stash,
+        ),
         stop_on_run_finished,
         auto_push_on_complete,
         environment_variables,
         mcp_servers,
         active_workflow,
     })
+}
+
+/// The v1alpha2 value, else the legacy one; a contradicting legacy value is kept.
+fn prefer(
+    current: Option<i64>,
+    legacy: Option<i64>,
+    field: &str,
+    stash: &mut SpecStash,
+) -> Option<i64> {
+    match (current, legacy) {
+        (Some(c), Some(l)) if c != l => {
+            stash.conflicts.insert(field.to_owned(), l.into());
+            Some(c)
+        }
+        (c, l) => c.or(l),
+    }
 }
 
 fn repo_to_v2(i: usize, r: v1::Repo, stash: &mut SpecStash) -> Result<v2::Repo, ConvertError> {
@@ -173,7 +221,7 @@ fn repo_to_v2(i: usize, r: v1::Repo, stash: &mut SpecStash) -> Result<v2::Repo, 
     })
 }
 
-pub fn spec_to_v1(s: v2::SessionSpec, stash: &mut SpecStash) -> v1::SessionSpec {
+pub fn spec_from_hub(s: v2::SessionSpec, stash: &mut SpecStash) -> v1::SessionSpec {
     let v2::SessionSpec {
         initial_prompt,
         repos,
@@ -290,7 +338,12 @@ fn repo_to_v1(i: usize, r: v2::Repo, stash: &mut SpecStash) -> v1::Repo {
     }
 }
 
-pub fn status_to_v2(s: v1::SessionStatus, stash: &mut StatusStash) -> v2::SessionStatus {
+/// Normalize a source status (v1alpha1's is the union) to the hub.
+pub fn status_to_hub(
+    s: v1::SessionStatus,
+    stash: &mut StatusStash,
+    from: Version,
+) -> v2::SessionStatus {
     let v1::SessionStatus {
         phase,
         observed_generation,
@@ -317,18 +370,23 @@ pub fn status_to_v2(s: v1::SessionStatus, stash: &mut StatusStash) -> v2::Sessio
         has_workspace_changes,
         repos,
     } = s;
+    let native = from == Version::V1Alpha1;
     let phase = match phase {
         Some(Phase::Error) => {
             stash.phase = Some(Phase::Error);
             Some(Phase::Failed)
         }
         other => {
-            stash.phase = None;
+            if native {
+                stash.phase = None;
+            }
             other
         }
     };
+    // Native legacy fields replace the stash; stray ones in a mislabelled
+    // v1alpha2 object are added to it.
     macro_rules! keep {
-        ($($f:ident),*) => { $( stash.$f = $f; )* };
+        ($($f:ident),*) => { $( if native || $f.is_some() { stash.$f = $f; } )* };
     }
     keep!(
         message,
@@ -360,7 +418,7 @@ pub fn status_to_v2(s: v1::SessionStatus, stash: &mut StatusStash) -> v2::Sessio
     }
 }
 
-pub fn status_to_v1(s: v2::SessionStatus, stash: &mut StatusStash) -> v1::SessionStatus {
+pub fn status_from_hub(s: v2::SessionStatus, stash: &mut StatusStash) -> v1::SessionStatus {
     let v2::SessionStatus {
         phase,
         observed_generation,

@@ -1,6 +1,7 @@
 //! CRD conversion between v1alpha1 and v1alpha2 (the hub), and the
 //! `/convert` core.
 
+pub mod any;
 pub mod convert;
 pub mod object;
 pub mod review;
@@ -9,7 +10,7 @@ pub mod stash;
 use crate::api::Version;
 
 pub use convert::ConvertError;
-pub use object::convert_object;
+pub use object::{convert_object, normalize_object};
 use review::{ConversionRequest, Outcome};
 
 /// Per-direction counts, for `conversions_total{from,to}`.

@@ -14,9 +14,10 @@ use serde_json::{Map, Value};
 
 use crate::admission::decode::{decode_typed, is_json_object};
 use crate::api::annotations::CONVERSION_DATA;
-use crate::api::{Version, v1alpha1 as v1, v1alpha2 as v2};
+use crate::api::{Version, v1alpha1 as v1};
 
-use super::convert::{ConvertError, spec_to_v1, spec_to_v2, status_to_v1, status_to_v2};
+use super::any::AnySpec;
+use super::convert::{ConvertError, spec_from_hub, spec_to_hub, status_from_hub, status_to_hub};
 use super::stash::Stash;
 
 /// An object's top-level members, in order, as raw JSON.
@@ -152,8 +153,21 @@ impl MetaEdit {
     }
 }
 
-/// Convert one object to `to`. Objects already in `to` come back unchanged.
+/// Convert one object to `to`. Objects already in `to` come back unchanged
+/// (the apiserver never asks for that; [`normalize_object`] rewrites them).
 pub fn convert_object(json: &str, to: Version) -> Result<Vec<u8>, ConvertError> {
+    rewrite(json, to, false)
+}
+
+/// Rewrite one object into the canonical shape of `to`, even when it is
+/// already labelled `to`: legacy fields stored under the v1alpha2 label
+/// become v1alpha2 fields (or stash entries). Used by `migrate` and the
+/// offline `convert`.
+pub fn normalize_object(json: &str, to: Version) -> Result<Vec<u8>, ConvertError> {
+    rewrite(json, to, true)
+}
+
+fn rewrite(json: &str, to: Version, same_version_too: bool) -> Result<Vec<u8>, ConvertError> {
     let obj = RawObject::parse(json)?;
     let api_version: &str = match obj.get("apiVersion") {
         Some(raw) => serde_json::from_str(raw.get()).unwrap_or(""),
@@ -161,7 +175,7 @@ pub fn convert_object(json: &str, to: Version) -> Result<Vec<u8>, ConvertError> 
     };
     let from = Version::from_api_version(api_version)
         .ok_or_else(|| ConvertError::UnsupportedVersion(api_version.to_owned()))?;
-    if from == to {
+    if from == to && !same_version_too {
         return Ok(json.as_bytes().to_vec());
     }
 
@@ -177,50 +191,45 @@ pub fn convert_object(json: &str, to: Version) -> Result<Vec<u8>, ConvertError> 
         None => Stash::default(),
     };
 
-    let (spec, status) = match to {
-        Version::V1Alpha2 => {
-            let spec = match obj.get("spec") {
-                Some(raw) => Some(to_raw(&spec_to_v2(
-                    decode_part::<v1::SessionSpec>(raw, "spec")?,
-                    &mut stash.spec,
-                )?)?),
-                None => None,
-            };
-            let status = match obj.get("status") {
-                Some(raw) => Some(to_raw(&status_to_v2(
-                    decode_part::<v1::SessionStatus>(raw, "status")?,
-                    &mut stash.status,
-                ))?),
-                None => None,
-            };
-            (spec, status)
+    // Any source shape -> hub -> target.
+    let spec = match obj.get("spec") {
+        Some(raw) => {
+            let hub = spec_to_hub(decode_part::<AnySpec>(raw, "spec")?, &mut stash.spec, from)?;
+            Some(match to {
+                Version::V1Alpha2 => to_raw(&hub)?,
+                Version::V1Alpha1 => to_raw(&spec_from_hub(hub, &mut stash.spec))?,
+            })
         }
-        Version::V1Alpha1 => {
-            let spec = match obj.get("spec") {
-                Some(raw) => Some(to_raw(&spec_to_v1(
-                    decode_part::<v2::SessionSpec>(raw, "spec")?,
-                    &mut stash.spec,
-                ))?),
-                None => None,
-            };
-            let status = match obj.get("status") {
-                Some(raw) => Some(to_raw(&status_to_v1(
-                    decode_part::<v2::SessionStatus>(raw, "status")?,
-                    &mut stash.status,
-                ))?),
-                None => None,
-            };
-            (spec, status)
+        None => None,
+    };
+    let status = match obj.get("status") {
+        Some(raw) => {
+            let hub = status_to_hub(
+                decode_part::<v1::SessionStatus>(raw, "status")?,
+                &mut stash.status,
+                from,
+            );
+            Some(match to {
+                Version::V1Alpha2 => to_raw(&hub)?,
+                Version::V1Alpha1 => to_raw(&status_from_hub(hub, &mut stash.status))?,
+            })
         }
+        None => None,
     };
 
+    // `Some(None)`: metadata edited down to nothing (it arrived without
+    // metadata, or with only the stash): leave the member out.
     let new_meta = if had_stash || !stash.is_empty() {
         let mut edit = match meta.take() {
             Some(m) => m,
             None => MetaEdit::parse(meta_raw)?,
         };
         edit.set_stash(&stash);
-        Some(to_raw(&edit.map)?)
+        Some(if edit.map.is_empty() {
+            None
+        } else {
+            Some(to_raw(&edit.map)?)
+        })
     } else {
         None
     };
@@ -246,7 +255,8 @@ pub fn convert_object(json: &str, to: Version) -> Result<Vec<u8>, ConvertError> 
             "metadata" => {
                 wrote_meta = true;
                 match &new_meta {
-                    Some(m) => push(&mut out, key, m.get()),
+                    Some(Some(m)) => push(&mut out, key, m.get()),
+                    Some(None) => {}
                     None => push(&mut out, key, raw.get()),
                 }
             }
@@ -266,7 +276,7 @@ pub fn convert_object(json: &str, to: Version) -> Result<Vec<u8>, ConvertError> 
     if obj.get("apiVersion").is_none() {
         push(&mut out, "apiVersion", &target);
     }
-    if !wrote_meta && let Some(m) = &new_meta {
+    if !wrote_meta && let Some(Some(m)) = &new_meta {
         push(&mut out, "metadata", m.get());
     }
     out.push(b'}');
@@ -351,6 +361,35 @@ mod tests {
         assert_eq!(
             convert_object(text, Version::V1Alpha2).ok(),
             Some(text.as_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn normalizing_fixes_legacy_shapes_stored_under_the_v1alpha2_label() {
+        let stored = json!({"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession",
+            "metadata": {"name": "legacy-1"},
+            "spec": {"prompt": "p", "mainRepoIndex": 0, "timeout": 600,
+                     "repos": [{"input": {"url": "https://github.com/acme/api.git", "branch": "main"}}]},
+            "status": {"phase": "Error", "result": "boom"}});
+        let out = normalize_object(&stored.to_string(), Version::V1Alpha2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let v: Value = serde_json::from_slice(&out).unwrap_or_default();
+        assert_eq!(
+            v["spec"],
+            json!({"initialPrompt": "p", "mainRepo": "api", "timeoutSeconds": 600,
+            "repos": [{"url": "https://github.com/acme/api.git", "branch": "main"}]})
+        );
+        assert_eq!(v["status"], json!({"phase": "Failed"}));
+        assert_eq!(
+            v["metadata"]["annotations"][CONVERSION_DATA],
+            r#"{"status":{"phase":"Error","result":"boom"}}"#
+        );
+        // Canonical objects are a fixed point.
+        let again = normalize_object(std::str::from_utf8(&out).unwrap_or(""), Version::V1Alpha2)
+            .unwrap_or_default();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&again).unwrap_or_default(),
+            v
         );
     }
 

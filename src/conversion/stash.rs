@@ -57,6 +57,10 @@ pub struct SpecStash {
     /// By repo index.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub repos: BTreeMap<String, RepoStash>,
+    /// Legacy values that contradicted their v1alpha2 counterpart in a
+    /// mislabelled stored object (field -> value). Kept, never restored.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub conflicts: BTreeMap<String, Value>,
 }
 
 impl SpecStash {

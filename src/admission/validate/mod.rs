@@ -11,7 +11,6 @@ pub mod view;
 use serde_json::value::RawValue;
 
 use crate::admission::Config;
-use crate::admission::decode::{DecodeError, decode_typed};
 use crate::admission::field::{DenyStatus, FieldError, FieldPath, Rule};
 use crate::admission::review::{AdmissionRequest, Operation, Verdict};
 use crate::api::{SessionV1, SessionV2, Version};
@@ -43,12 +42,7 @@ fn decode_object<S: Versioned>(
     raw: Option<&RawValue>,
     root: &str,
 ) -> Result<Option<S>, FieldError> {
-    match raw {
-        None => Ok(None),
-        Some(raw) => decode_typed::<S>(raw.get())
-            .map(Some)
-            .map_err(|e: DecodeError| e.into_field_error(root)),
-    }
+    raw.map(|raw| S::decode(raw.get(), root)).transpose()
 }
 
 fn validate_as<S: Versioned>(cfg: &Config, req: &AdmissionRequest<'_>) -> Verdict {
@@ -186,5 +180,135 @@ fn deny(req: &AdmissionRequest<'_>, errors: Vec<FieldError>, warnings: Vec<Strin
         patch: None,
         warnings,
         denied_rules: rules,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::admission::testkit::*;
+    use crate::api::Version::{V1Alpha1, V1Alpha2};
+
+    fn invalid() -> serde_json::Value {
+        session(V1Alpha2, json!({"repos": [{"url": "file:///etc"}]}))
+    }
+
+    #[test]
+    fn delete_and_connect_are_always_allowed() {
+        assert_allowed(
+            &Case::delete(V1Alpha2, invalid())
+                .by("system:serviceaccount:x:ambient-session-other")
+                .validate(),
+        );
+    }
+
+    #[test]
+    fn dry_run_is_judged_like_a_real_write() {
+        let case = Case::create(V1Alpha2, invalid());
+        let real = case.validate();
+        let body = case.body().replace(r#""dryRun":false"#, r#""dryRun":true"#);
+        let (_, req) =
+            crate::admission::review::decode(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(req.dry_run, Some(true));
+        let dry = crate::admission::AdmissionService::validate(
+            &crate::admission::Policy::new(config()),
+            &req,
+        );
+        assert_eq!(real, dry);
+    }
+
+    #[test]
+    fn a_wrongly_typed_field_is_a_clear_denial_not_an_error() {
+        let v = Case::create(V1Alpha1, session(V1Alpha1, json!({"timeout": "600"}))).validate();
+        assert_denied(
+            &v,
+            422,
+            &[("spec.timeout", "FieldValueInvalid")],
+            &["schema"],
+        );
+        assert_eq!(
+            message(&v),
+            r#"spec.timeout: Invalid value: "600": must be of type integer"#
+        );
+    }
+
+    #[test]
+    fn unknown_versions_are_refused_and_other_kinds_pass() {
+        let mut case = Case::create(V1Alpha2, invalid()).body();
+        case = case.replace(r#""version":"v1alpha2""#, r#""version":"v9""#);
+        let (_, req) =
+            crate::admission::review::decode(case.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let v = crate::admission::AdmissionService::validate(
+            &crate::admission::Policy::new(config()),
+            &req,
+        );
+        assert_denied(
+            &v,
+            422,
+            &[("apiVersion", "FieldValueNotSupported")],
+            &["schema"],
+        );
+        let other = Case::create(V1Alpha2, invalid())
+            .body()
+            .replace("AgenticSession", "ConfigMap");
+        let (_, req) =
+            crate::admission::review::decode(other.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert_allowed(&crate::admission::AdmissionService::validate(
+            &crate::admission::Policy::new(config()),
+            &req,
+        ));
+    }
+
+    /// legacy-1 as the capture apiserver stored it: v1alpha1 shapes under the
+    /// v1alpha2 label (09-delete-legacy.validate.json).
+    fn mislabelled_legacy() -> serde_json::Value {
+        json!({"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession",
+            "metadata": {"name": "s1", "namespace": "team-a", "generation": 1},
+            "spec": {"interactive": false, "mainRepoIndex": 0, "prompt": "Refactor the auth module",
+                     "repos": [{"input": {"branch": "main", "url": "https://github.com/acme/api.git"},
+                                "output": {"branch": "fix-auth", "url": "https://github.com/me/api.git"}}],
+                     "timeout": 600}})
+    }
+
+    #[test]
+    fn label_updates_of_legacy_objects_stored_as_v1alpha2_are_allowed() {
+        let old = mislabelled_legacy();
+        let mut new = old.clone();
+        new["metadata"]["labels"] = json!({"archived": "true"});
+        assert_allowed(&Case::update(V1Alpha2, old, new).validate());
+    }
+
+    #[test]
+    fn status_updates_of_legacy_objects_stored_as_v1alpha2_are_allowed() {
+        let old = with_status(
+            mislabelled_legacy(),
+            json!({"phase": "Running", "result": "ok"}),
+        );
+        let new = with_status(
+            mislabelled_legacy(),
+            json!({"phase": "Completed", "result": "ok"}),
+        );
+        assert_allowed(
+            &Case::update(V1Alpha2, old, new)
+                .status()
+                .by(CONTROLLER)
+                .validate(),
+        );
+    }
+
+    #[test]
+    fn a_v1alpha2_repo_without_any_url_is_required() {
+        let v = Case::create(
+            V1Alpha2,
+            session(V1Alpha2, json!({"repos": [{"branch": "main"}]})),
+        )
+        .validate();
+        assert_denied(
+            &v,
+            422,
+            &[("spec.repos[0].url", "FieldValueRequired")],
+            &["schema"],
+        );
     }
 }

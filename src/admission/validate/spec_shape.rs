@@ -325,3 +325,393 @@ fn check_main_repo(spec: &SpecView<'_>, root: &FieldPath, errs: &mut Vec<FieldEr
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::admission::git::HostPattern;
+    use crate::admission::testkit::*;
+    use crate::admission::{Config, Limits};
+    use crate::api::Version::{V1Alpha1, V1Alpha2};
+
+    const INVALID: &str = "FieldValueInvalid";
+
+    fn v2(spec: serde_json::Value) -> crate::admission::review::Verdict {
+        Case::create(V1Alpha2, session(V1Alpha2, spec)).validate()
+    }
+
+    fn v1(spec: serde_json::Value) -> crate::admission::review::Verdict {
+        Case::create(V1Alpha1, session(V1Alpha1, spec)).validate()
+    }
+
+    #[test]
+    fn a_well_formed_session_is_allowed_in_both_versions() {
+        assert_allowed(&v2(json!({
+            "initialPrompt": "go", "interactive": true, "mainRepo": "api",
+            "repos": [{"url": "https://github.com/acme/api.git", "branch": "main",
+                       "output": {"url": "git@github.com:me/api.git", "branch": "fix/login"}},
+                      {"url": "ssh://git@github.com/acme/web.git", "branch": "develop"}],
+            "activeWorkflow": {"gitUrl": "https://github.com/acme/wf.git", "branch": "main", "path": "flows/bugfix"},
+            "llmSettings": {"model": "claude", "temperature": 0, "maxTokens": 200000},
+            "timeoutSeconds": 1, "inactivityTimeoutSeconds": 0,
+            "environmentVariables": {"LOG_LEVEL": "debug", "_X1": "y"}
+        })));
+        assert_allowed(&v1(json!({
+            "initialPrompt": "go", "mainRepoIndex": 1, "timeout": 60, "inactivityTimeout": 0,
+            "repos": [{"url": "https://github.com/acme/api.git"},
+                      {"input": {"url": "https://github.com/acme/web.git", "branch": "main"}}]
+        })));
+    }
+
+    #[test]
+    fn v1_file_url_is_refused_with_the_apiserver_message() {
+        let v = v2(json!({"repos": [{"url": "https://github.com/a/b"}, {"url": "file:///etc"}]}));
+        assert_denied(&v, 422, &[("spec.repos[1].url", INVALID)], &["V1"]);
+        assert_eq!(
+            message(&v),
+            r#"spec.repos[1].url: Invalid value: "file:///etc": scheme must be https, http, ssh or git@host:path"#
+        );
+    }
+
+    #[test]
+    fn v1_legacy_input_url_is_checked_under_its_own_name() {
+        let v = v1(json!({"repos": [{"input": {"url": "/srv/repo"}}]}));
+        assert_denied(&v, 422, &[("spec.repos[0].input.url", INVALID)], &["V1"]);
+    }
+
+    #[test]
+    fn v1_option_looking_urls_and_outputs_are_refused() {
+        let v = v2(json!({"repos": [{"url": "--upload-pack=touch /tmp/x"},
+                                    {"url": "https://h/a/b", "output": {"url": "ext::sh -c id"}}]}));
+        assert_denied(
+            &v,
+            422,
+            &[
+                ("spec.repos[0].url", INVALID),
+                ("spec.repos[1].output.url", INVALID),
+            ],
+            &["V1"],
+        );
+    }
+
+    #[test]
+    fn v1_repo_in_both_forms_is_refused_in_v1alpha1() {
+        let v = v1(json!({"repos": [{"url": "https://h/a/b", "input": {"url": "https://h/a/c"}}]}));
+        assert_denied(
+            &v,
+            422,
+            &[("spec.repos[0].input", "FieldValueForbidden")],
+            &["V1"],
+        );
+    }
+
+    #[test]
+    fn v1_repo_without_any_url_is_required() {
+        let v = v1(json!({"repos": [{"branch": "main"}]}));
+        assert_denied(
+            &v,
+            422,
+            &[("spec.repos[0].url", "FieldValueRequired")],
+            &["V1"],
+        );
+        let v = v2(json!({"repos": [{"url": ""}]}));
+        assert_denied(
+            &v,
+            422,
+            &[("spec.repos[0].url", "FieldValueRequired")],
+            &["V1"],
+        );
+    }
+
+    #[test]
+    fn v2_credentials_are_refused_and_never_echoed() {
+        let v = v2(json!({"repos": [{"url": "https://bot:ghp_TOKEN@github.com/a/b.git"}]}));
+        assert_denied(&v, 422, &[("spec.repos[0].url", INVALID)], &["V2"]);
+        assert!(!message(&v).contains("ghp_TOKEN"), "{}", message(&v));
+        assert!(message(&v).contains("https://***@github.com/a/b.git"));
+    }
+
+    #[test]
+    fn v3_node_local_hosts_are_refused() {
+        for url in [
+            "http://127.0.0.1/a/b",
+            "https://localhost/a/b",
+            "http://169.254.169.254/latest",
+            "https://[::1]/a",
+            "http://0.0.0.0/a",
+            "git@127.1:a/b",
+            "http://2130706433/a",
+        ] {
+            let v = v2(json!({"repos": [{"url": url}]}));
+            assert_denied(&v, 422, &[("spec.repos[0].url", INVALID)], &["V3"]);
+        }
+    }
+
+    #[test]
+    fn v3_allow_list_limits_hosts_when_configured() {
+        let cfg = Config {
+            limits: Limits {
+                allowed_git_hosts: vec![HostPattern::new("github.com")],
+                ..Limits::default()
+            },
+            ..config()
+        };
+        let ok = Case::create(
+            V1Alpha2,
+            session(
+                V1Alpha2,
+                json!({"repos": [{"url": "https://github.com/a/b"}]}),
+            ),
+        )
+        .with_config(cfg.clone())
+        .validate();
+        assert_allowed(&ok);
+        let bad = Case::create(
+            V1Alpha2,
+            session(
+                V1Alpha2,
+                json!({"activeWorkflow": {"gitUrl": "https://gitlab.com/a/wf"}}),
+            ),
+        )
+        .with_config(cfg)
+        .validate();
+        assert_denied(
+            &bad,
+            422,
+            &[("spec.activeWorkflow.gitUrl", INVALID)],
+            &["V3"],
+        );
+    }
+
+    #[test]
+    fn v4_bad_branches_are_refused_everywhere_a_branch_appears() {
+        let v = v2(json!({
+            "repos": [{"url": "https://h/a/b", "branch": "a..b",
+                       "output": {"url": "https://h/me/b", "branch": "-f"}}],
+            "activeWorkflow": {"gitUrl": "https://h/a/wf", "branch": "x.lock"}
+        }));
+        assert_denied(
+            &v,
+            422,
+            &[
+                ("spec.repos[0].branch", INVALID),
+                ("spec.repos[0].output.branch", INVALID),
+                ("spec.activeWorkflow.branch", INVALID),
+            ],
+            &["V4"],
+        );
+        let legacy =
+            v1(json!({"repos": [{"input": {"url": "https://h/a/b", "branch": "has space"}}]}));
+        assert_denied(
+            &legacy,
+            422,
+            &[("spec.repos[0].input.branch", INVALID)],
+            &["V4"],
+        );
+    }
+
+    #[test]
+    fn v5_repo_names_are_unique() {
+        let v = v2(json!({"repos": [{"url": "https://github.com/a/api.git"},
+                                    {"url": "git@gitlab.com:b/api.git"}]}));
+        assert_denied(
+            &v,
+            422,
+            &[("spec.repos[1].url", "FieldValueDuplicate")],
+            &["V5"],
+        );
+        assert!(message(&v).contains(r#"Duplicate value: "api""#));
+    }
+
+    #[test]
+    fn v5_too_many_repos_is_refused_at_the_configured_limit() {
+        let repos: Vec<_> = (0..3)
+            .map(|i| json!({"url": format!("https://h/o/r{i}")}))
+            .collect();
+        let cfg = Config {
+            limits: Limits {
+                max_repos: 2,
+                ..Limits::default()
+            },
+            ..config()
+        };
+        let v = Case::create(V1Alpha2, session(V1Alpha2, json!({"repos": repos})))
+            .with_config(cfg)
+            .validate();
+        assert_denied(&v, 422, &[("spec.repos", "FieldValueTooMany")], &["V5"]);
+        assert_eq!(
+            message(&v),
+            "spec.repos: Too many: 3: must have at most 2 items"
+        );
+        let twenty: Vec<_> = (0..20)
+            .map(|i| json!({"url": format!("https://h/o/r{i}")}))
+            .collect();
+        assert_allowed(&v2(json!({"repos": twenty})));
+    }
+
+    #[test]
+    fn v6_workflow_path_stays_relative_and_needs_a_git_url() {
+        for path in ["/etc", "a/../../b", "..", "\\\\server\\share"] {
+            let v = v2(json!({"activeWorkflow": {"gitUrl": "https://h/a/wf", "path": path}}));
+            assert_denied(&v, 422, &[("spec.activeWorkflow.path", INVALID)], &["V6"]);
+        }
+        let v = v2(json!({"activeWorkflow": {"path": "flows"}}));
+        assert_denied(
+            &v,
+            422,
+            &[("spec.activeWorkflow.gitUrl", "FieldValueRequired")],
+            &["V6"],
+        );
+        let v = v1(json!({"activeWorkflow": {"gitUrl": "file:///wf"}}));
+        assert_denied(&v, 422, &[("spec.activeWorkflow.gitUrl", INVALID)], &["V1"]);
+    }
+
+    #[test]
+    fn v7_prompts_are_bounded_and_never_echoed() {
+        let cfg = Config {
+            limits: Limits {
+                max_prompt_bytes: 10,
+                ..Limits::default()
+            },
+            ..config()
+        };
+        let v = Case::create(
+            V1Alpha1,
+            session(
+                V1Alpha1,
+                json!({"prompt": "SECRET-PROMPT-TEXT", "initialPrompt": "0123456789"}),
+            ),
+        )
+        .with_config(cfg)
+        .validate();
+        assert_denied(&v, 422, &[("spec.prompt", "FieldValueTooLong")], &["V7"]);
+        assert_eq!(
+            message(&v),
+            "spec.prompt: Too long: may not be more than 10 bytes"
+        );
+        let big = "x".repeat(100 * 1024 + 1);
+        let v = v2(json!({"initialPrompt": big}));
+        assert_denied(
+            &v,
+            422,
+            &[("spec.initialPrompt", "FieldValueTooLong")],
+            &["V7"],
+        );
+        assert_allowed(&v2(json!({"initialPrompt": "x".repeat(100 * 1024)})));
+    }
+
+    #[test]
+    fn v8_llm_settings_are_in_range() {
+        let v = v2(json!({"llmSettings": {"temperature": 2.5, "maxTokens": 0, "model": "  "}}));
+        assert_denied(
+            &v,
+            422,
+            &[
+                ("spec.llmSettings.temperature", INVALID),
+                ("spec.llmSettings.maxTokens", INVALID),
+                ("spec.llmSettings.model", "FieldValueRequired"),
+            ],
+            &["V8"],
+        );
+        let v = v1(json!({"llmSettings": {"temperature": -0.1, "maxTokens": 200001}}));
+        assert_denied(
+            &v,
+            422,
+            &[
+                ("spec.llmSettings.temperature", INVALID),
+                ("spec.llmSettings.maxTokens", INVALID),
+            ],
+            &["V8"],
+        );
+        assert_allowed(&v2(
+            json!({"llmSettings": {"temperature": 2, "maxTokens": 1}}),
+        ));
+    }
+
+    #[test]
+    fn v9_timeouts_use_each_versions_field_names() {
+        let v = v1(json!({"timeout": 0, "inactivityTimeout": -1}));
+        assert_denied(
+            &v,
+            422,
+            &[
+                ("spec.timeout", INVALID),
+                ("spec.inactivityTimeout", INVALID),
+            ],
+            &["V9"],
+        );
+        let v = v2(json!({"timeoutSeconds": -5, "inactivityTimeoutSeconds": -1}));
+        assert_denied(
+            &v,
+            422,
+            &[
+                ("spec.timeoutSeconds", INVALID),
+                ("spec.inactivityTimeoutSeconds", INVALID),
+            ],
+            &["V9"],
+        );
+    }
+
+    #[test]
+    fn v10_env_keys_are_identifiers_and_not_reserved() {
+        let v = v2(
+            json!({"environmentVariables": {"9LIVES": "a", "A-B": "b", "S3_BUCKET": "top-secret-value"}}),
+        );
+        assert_denied(
+            &v,
+            422,
+            &[
+                ("spec.environmentVariables[9LIVES]", INVALID),
+                ("spec.environmentVariables[A-B]", INVALID),
+                (
+                    "spec.environmentVariables[S3_BUCKET]",
+                    "FieldValueForbidden",
+                ),
+            ],
+            &["V10"],
+        );
+        assert!(!message(&v).contains("top-secret-value"));
+    }
+
+    #[test]
+    fn v11_main_repo_must_point_at_a_repo() {
+        let v = v1(json!({"mainRepoIndex": 2, "repos": [{"url": "https://h/a/b"}]}));
+        assert_denied(&v, 422, &[("spec.mainRepoIndex", INVALID)], &["V11"]);
+        let v = v1(json!({"mainRepoIndex": -1, "repos": [{"url": "https://h/a/b"}]}));
+        assert_denied(&v, 422, &[("spec.mainRepoIndex", INVALID)], &["V11"]);
+        let v = v2(json!({"mainRepo": "web", "repos": [{"url": "https://h/a/api"}]}));
+        assert_denied(
+            &v,
+            422,
+            &[("spec.mainRepo", "FieldValueNotSupported")],
+            &["V11"],
+        );
+        assert_eq!(
+            message(&v),
+            r#"spec.mainRepo: Unsupported value: "web": supported values: "api""#
+        );
+    }
+
+    #[test]
+    fn v12_removed_features_only_warn() {
+        let v = v1(json!({"botAccount": {"name": "bot"}, "resourceOverrides": {"cpu": "2"}}));
+        assert_allowed(&v);
+        assert_eq!(
+            v.warnings,
+            vec![
+                "spec.botAccount is deprecated and ignored".to_owned(),
+                "spec.resourceOverrides is deprecated and ignored".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn several_errors_are_joined_in_one_message() {
+        let v = v2(json!({"timeoutSeconds": 0, "repos": [{"url": "file:///x"}]}));
+        assert_eq!(
+            message(&v),
+            r#"[spec.repos[0].url: Invalid value: "file:///x": scheme must be https, http, ssh or git@host:path; spec.timeoutSeconds: Invalid value: 0: must be greater than 0]"#
+        );
+    }
+}

@@ -179,3 +179,193 @@ pub fn check_conditions(status: &StatusView<'_>, generation: Option<i64>) -> Vec
     }
     errs
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::transition_allowed;
+    use crate::admission::testkit::*;
+    use crate::api::Version::{V1Alpha1, V1Alpha2};
+    use crate::api::status::Phase;
+
+    fn write(old: Value, new: Value) -> crate::admission::review::Verdict {
+        let base = session(V1Alpha2, json!({"initialPrompt": "p"}));
+        Case::update(
+            V1Alpha2,
+            with_status(base.clone(), old),
+            with_status(base, new),
+        )
+        .status()
+        .by(CONTROLLER)
+        .validate()
+    }
+
+    fn cond(t: &str, status: &str, reason: &str, time: &str) -> Value {
+        json!({"type": t, "status": status, "reason": reason, "lastTransitionTime": time})
+    }
+
+    #[test]
+    fn v22_every_transition_matches_the_table() {
+        use Phase::*;
+        let all = [
+            None,
+            Some(Pending),
+            Some(Creating),
+            Some(Running),
+            Some(Stopping),
+            Some(Stopped),
+            Some(Completed),
+            Some(Failed),
+        ];
+        let allowed = |from: &Option<Phase>, to: &Option<Phase>| -> bool {
+            from == to
+                || matches!(
+                    (from, to),
+                    (None, Some(Pending))
+                        | (Some(Pending), Some(Creating | Stopping | Failed))
+                        | (Some(Creating), Some(Running | Pending | Stopping | Failed))
+                        | (Some(Running), Some(Completed | Failed | Stopping))
+                        | (Some(Stopping), Some(Stopped | Failed))
+                        | (Some(Stopped | Completed | Failed), Some(Pending))
+                )
+        };
+        for from in &all {
+            for to in &all {
+                assert_eq!(
+                    transition_allowed(from.as_ref(), to.as_ref(), false),
+                    allowed(from, to),
+                    "{from:?} -> {to:?}"
+                );
+                let old = from
+                    .as_ref()
+                    .map_or(json!({}), |p| json!({"phase": p.as_str()}));
+                let new = to
+                    .as_ref()
+                    .map_or(json!({}), |p| json!({"phase": p.as_str()}));
+                let v = write(old, new);
+                assert_eq!(
+                    v.allowed(),
+                    allowed(from, to),
+                    "{from:?} -> {to:?}: {}",
+                    message(&v)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn v22_retry_from_running_needs_a_higher_attempt_in_the_same_write() {
+        let v = write(
+            json!({"phase": "Running", "attempt": 1}),
+            json!({"phase": "Pending", "attempt": 1}),
+        );
+        assert_denied(&v, 422, &[("status.phase", "FieldValueInvalid")], &["V22"]);
+        assert_eq!(
+            message(&v),
+            r#"status.phase: Invalid value: "Pending": may not change from Running to Pending unless the same write increases status.attempt"#
+        );
+        assert_allowed(&write(
+            json!({"phase": "Running", "attempt": 1}),
+            json!({"phase": "Pending", "attempt": 2}),
+        ));
+        assert_allowed(&write(
+            json!({"phase": "Running"}),
+            json!({"phase": "Pending", "attempt": 2}),
+        ));
+    }
+
+    #[test]
+    fn v22_messages_list_the_allowed_targets_and_unknown_phases() {
+        let v = write(json!({"phase": "Pending"}), json!({"phase": "Completed"}));
+        assert_eq!(
+            message(&v),
+            r#"status.phase: Invalid value: "Completed": may not change from Pending to Completed; allowed: Creating, Stopping, Failed"#
+        );
+        let v = write(json!({"phase": "Pending"}), json!({"phase": "Exploded"}));
+        assert_denied(
+            &v,
+            422,
+            &[("status.phase", "FieldValueNotSupported")],
+            &["V22"],
+        );
+        let v = write(json!({"phase": "Running"}), json!({}));
+        assert_denied(&v, 422, &[("status.phase", "FieldValueRequired")], &["V22"]);
+    }
+
+    #[test]
+    fn v22_legacy_error_phase_counts_as_failed_in_v1alpha1() {
+        let base = session(V1Alpha1, json!({}));
+        let v = Case::update(
+            V1Alpha1,
+            with_status(base.clone(), json!({"phase": "Running"})),
+            with_status(base.clone(), json!({"phase": "Error"})),
+        )
+        .status()
+        .by(CONTROLLER)
+        .validate();
+        assert_allowed(&v);
+        let v = Case::update(
+            V1Alpha1,
+            with_status(base.clone(), json!({"phase": "Error"})),
+            with_status(base, json!({"phase": "Pending"})),
+        )
+        .status()
+        .by(CONTROLLER)
+        .validate();
+        assert_allowed(&v);
+    }
+
+    #[test]
+    fn v23_well_formed_conditions_pass() {
+        let t = "2026-11-23T06:00:05Z";
+        assert_allowed(&write(
+            json!({"phase": "Pending"}),
+            json!({"phase": "Creating", "observedGeneration": 1, "conditions": [
+                cond("PodCreated", "True", "PodCreated", t),
+                cond("Ready", "Unknown", "Waiting", "2026-11-23T06:00:05.123+01:00")]}),
+        ));
+    }
+
+    #[test]
+    fn v23_conditions_are_checked_field_by_field() {
+        let t = "2026-11-23T06:00:05Z";
+        let v = write(
+            json!({"phase": "Pending"}),
+            json!({"phase": "Pending", "observedGeneration": 5, "conditions": [
+                cond("", "True", "Ok", t),
+                cond("pod-created", "True", "Ok", t),
+                cond("Ready", "Maybe", "not camel", t),
+                cond("Ready", "True", "Ok", "yesterday"),
+                {"type": "Synced", "status": "False", "observedGeneration": -1}
+            ]}),
+        );
+        assert_denied(
+            &v,
+            422,
+            &[
+                ("status.observedGeneration", "FieldValueInvalid"),
+                ("status.conditions[0].type", "FieldValueRequired"),
+                ("status.conditions[1].type", "FieldValueInvalid"),
+                ("status.conditions[2].status", "FieldValueNotSupported"),
+                ("status.conditions[2].reason", "FieldValueInvalid"),
+                ("status.conditions[3].type", "FieldValueDuplicate"),
+                (
+                    "status.conditions[3].lastTransitionTime",
+                    "FieldValueInvalid",
+                ),
+                ("status.conditions[4].reason", "FieldValueRequired"),
+                (
+                    "status.conditions[4].lastTransitionTime",
+                    "FieldValueRequired",
+                ),
+                (
+                    "status.conditions[4].observedGeneration",
+                    "FieldValueInvalid",
+                ),
+            ],
+            &["V23"],
+        );
+        assert!(message(&v).contains("status.observedGeneration: Invalid value: 5: must be between 0 and metadata.generation (1)"));
+    }
+}

@@ -5,9 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::admission::decode::decode_typed;
+use crate::admission::field::{BadValue, FieldError, FieldPath, Rule};
 use crate::api::common::{ActiveWorkflow, GitRef, LlmSettings, UserContext};
 use crate::api::status::{Condition, Phase};
-use crate::api::{Meta, SessionV1, SessionV2, v1alpha1, v1alpha2};
+use crate::api::{Meta, Session, SessionV1, SessionV2, Version, v1alpha1, v1alpha2};
+use crate::conversion::stash::Stash;
 
 /// A value together with its field name in the request's version.
 pub type Named<'a, T> = (&'static str, T);
@@ -49,10 +52,13 @@ pub struct StatusView<'a> {
 }
 
 /// What the rules need from a session of either version.
-pub trait Versioned: serde::de::DeserializeOwned {
+pub trait Versioned: Sized {
     /// Spec fields that may change while an interactive session runs (V14).
     const RUNTIME_FIELDS: &'static [&'static str];
     const MAIN_REPO_FIELD: &'static str;
+
+    /// Decode an object; errors are rooted at `root` ("" or "oldObject").
+    fn decode(json: &str, root: &str) -> Result<Self, FieldError>;
 
     fn meta(&self) -> &Meta;
     fn spec_view(&self) -> SpecView<'_>;
@@ -73,6 +79,48 @@ impl Versioned for SessionV2 {
     const RUNTIME_FIELDS: &'static [&'static str] =
         &["repos", "activeWorkflow", "mainRepo", "displayName"];
     const MAIN_REPO_FIELD: &'static str = "mainRepo";
+
+    /// Objects stored under this label may still hold legacy shapes (see
+    /// `conversion::any`); read them as conversion does, so a label or
+    /// status update of an old object is judged on what it means.
+    fn decode(json: &str, root: &str) -> Result<Self, FieldError> {
+        use crate::conversion::any::AnySpec;
+        use crate::conversion::convert::{ConvertError, spec_to_hub, status_to_hub};
+        let raw: Session<AnySpec, v1alpha1::SessionStatus> =
+            decode_typed(json).map_err(|e| e.into_field_error(root))?;
+        let mut stash = Stash::default();
+        let spec = match raw.spec {
+            Some(s) => Some(
+                spec_to_hub(s, &mut stash.spec, Version::V1Alpha2).map_err(|e| match e {
+                    ConvertError::RepoWithoutUrl(i) => FieldError::required(
+                        Rule::Schema,
+                        FieldPath::new(root)
+                            .child("spec")
+                            .child("repos")
+                            .index(i)
+                            .child("url"),
+                        "",
+                    ),
+                    other => FieldError::invalid(
+                        Rule::Schema,
+                        FieldPath::new(root).child("spec"),
+                        BadValue::str("object"),
+                        other.to_string(),
+                    ),
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Session {
+            api_version: raw.api_version,
+            kind: raw.kind,
+            metadata: raw.metadata,
+            spec,
+            status: raw
+                .status
+                .map(|s| status_to_hub(s, &mut stash.status, Version::V1Alpha2)),
+        })
+    }
 
     fn meta(&self) -> &Meta {
         &self.metadata
@@ -200,6 +248,11 @@ impl Versioned for SessionV1 {
     const RUNTIME_FIELDS: &'static [&'static str] =
         &["repos", "activeWorkflow", "mainRepoIndex", "displayName"];
     const MAIN_REPO_FIELD: &'static str = "mainRepoIndex";
+
+    /// v1alpha1 is already the union of every shape.
+    fn decode(json: &str, root: &str) -> Result<Self, FieldError> {
+        decode_typed(json).map_err(|e| e.into_field_error(root))
+    }
 
     fn meta(&self) -> &Meta {
         &self.metadata
