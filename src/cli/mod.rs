@@ -3,6 +3,7 @@
 mod certs;
 mod convert;
 pub mod input;
+pub mod migrate;
 mod review;
 mod serve;
 
@@ -49,6 +50,8 @@ enum Command {
     Review(review::ReviewArgs),
     /// Convert session files between v1alpha1 and v1alpha2 (YAML to stdout).
     Convert(convert::ConvertArgs),
+    /// Rewrite every stored session in v1alpha2, then drop v1alpha1 from storedVersions.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Rule settings shared by `serve` and `review`.
@@ -116,6 +119,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Review(args) => review::run(&args),
         Command::Convert(args) => convert::run(&args),
+        Command::Migrate(args) => migrate::run(&args),
     };
     match result {
         Ok(code) => code,

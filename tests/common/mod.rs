@@ -9,6 +9,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+pub mod mockapi;
+
 use agentic_webhook::client::{Alpn, Connection, Tls};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agentic-webhook");
