@@ -10,4 +10,5 @@ pub mod cli;
 pub mod client;
 pub mod conversion;
 pub mod duration;
+pub mod lifecycle;
 pub mod server;

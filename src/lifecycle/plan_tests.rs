@@ -1,0 +1,543 @@
+//! Planner scenarios (phase × event), named after what they prove.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::*;
+use crate::api::status::{ConditionStatus as CS, find_condition};
+
+const T0: &str = "2026-11-23T06:00:00Z";
+
+fn now() -> Timestamp {
+    T0.parse().unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn at(secs: i64) -> Timestamp {
+    now().saturating_add(SignedDuration::from_secs(secs)).unwrap_or(now())
+}
+
+fn repo(url: &str) -> Repo {
+    Repo {
+        url: url.into(),
+        branch: Some("main".into()),
+        auto_push: None,
+        output: None,
+    }
+}
+
+fn spec() -> SessionSpec {
+    SessionSpec {
+        initial_prompt: Some("go".into()),
+        repos: Some(vec![repo("https://github.com/acme/api.git")]),
+        main_repo: Some("api".into()),
+        interactive: Some(true),
+        active_workflow: Some(ActiveWorkflow {
+            git_url: Some("https://github.com/acme/wf.git".into()),
+            branch: Some("main".into()),
+            path: Some("flows/bugfix".into()),
+        }),
+        ..SessionSpec::default()
+    }
+}
+
+fn status(phase: Phase, attempt: i64) -> SessionStatus {
+    SessionStatus {
+        phase: Some(phase),
+        attempt: Some(attempt),
+        ..SessionStatus::default()
+    }
+}
+
+fn pod(attempt: i64, runner: RunnerState, phase: PodPhase) -> PodView {
+    PodView {
+        name: pod_name("s1", attempt),
+        phase,
+        reason: None,
+        deleting: false,
+        runner,
+        repos: spec().repos.unwrap_or_default(),
+    }
+}
+
+fn world(pod: Option<PodView>) -> Observed {
+    Observed {
+        pod,
+        service: true,
+        ..Observed::default()
+    }
+}
+
+fn run_at(spec: &SessionSpec, st: Option<&SessionStatus>, desired: Option<Desired>, obs: &Observed, t: Timestamp) -> Plan {
+    let view = SessionView {
+        name: "s1",
+        generation: 3,
+        desired,
+        spec,
+        status: st,
+    };
+    plan(&view, obs, t, &PlanConfig::default())
+}
+
+fn run(st: Option<&SessionStatus>, obs: &Observed) -> Plan {
+    run_at(&spec(), st, None, obs, now())
+}
+
+fn cond<'a>(p: &'a Plan, t: &str) -> Option<&'a Condition> {
+    find_condition(p.status.conditions(), t)
+}
+
+fn cond_is(p: &Plan, t: &str, status: CS, reason: &str) -> bool {
+    cond(p, t).is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason))
+}
+
+/// A status as the planner leaves it once the runner is up and reconciled.
+fn running_reconciled() -> SessionStatus {
+    let first = run(Some(&status(Phase::Creating, 1)), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
+    let mut st = first.status;
+    st.reconciled_workflow = desired_workflow(&spec());
+    let second = run(Some(&st), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
+    second.status
+}
+
+#[test]
+fn a_new_session_becomes_pending_at_attempt_1() {
+    let p = run(None, &world(None));
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    assert_eq!(p.status.attempt, Some(1));
+    assert!(p.actions.is_empty());
+    assert_eq!(p.requeue, Some(Duration::ZERO));
+}
+
+#[test]
+fn pending_creates_the_service_and_pod_and_becomes_creating() {
+    let p = run(Some(&status(Phase::Pending, 1)), &Observed::default());
+    assert_eq!(
+        p.actions,
+        vec![Action::CreateService, Action::CreatePod { name: "s1-runner-1".into(), attempt: 1 }]
+    );
+    assert_eq!(p.status.phase, Some(Phase::Creating));
+    assert!(cond_is(&p, POD_CREATED, CS::True, "Created"));
+}
+
+#[test]
+fn a_pod_that_already_exists_is_not_created_twice() {
+    // The status write after creating it was lost: adopt, do not duplicate.
+    let p = run(Some(&status(Phase::Pending, 2)), &world(Some(pod(2, RunnerState::Unknown, PodPhase::Pending))));
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.status.phase, Some(Phase::Creating));
+}
+
+#[test]
+fn creating_becomes_running_once_the_runner_container_is_ready() {
+    let st = status(Phase::Creating, 1);
+    let waiting = run(Some(&st), &world(Some(pod(1, RunnerState::Running { ready: false }, PodPhase::Running))));
+    assert_eq!(waiting.status.phase, Some(Phase::Creating));
+    let p = run(Some(&st), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
+    assert_eq!(p.status.phase, Some(Phase::Running));
+    assert_eq!(p.status.start_time.as_deref(), Some(T0));
+    assert!(cond_is(&p, RUNNER_STARTED, CS::True, "RunnerStarted"));
+    assert_eq!(p.status.reconciled_repos, Some(desired_repos(&spec())));
+}
+
+#[test]
+fn workflow_is_not_announced_before_the_runner_started() {
+    // Story 1: the old operator told a pod that did not exist yet.
+    for obs in [
+        world(None),
+        world(Some(pod(1, RunnerState::Unknown, PodPhase::Pending))),
+        world(Some(pod(1, RunnerState::Running { ready: false }, PodPhase::Running))),
+    ] {
+        for phase in [Phase::Pending, Phase::Creating] {
+            let p = run(Some(&status(phase.clone(), 1)), &obs);
+            assert!(
+                !p.actions.iter().any(|a| matches!(a, Action::NotifyWorkflow(_))),
+                "{phase:?}: {:?}",
+                p.actions
+            );
+        }
+    }
+}
+
+#[test]
+fn the_workflow_is_announced_once_the_runner_started() {
+    let first = run(Some(&status(Phase::Creating, 1)), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
+    let p = run(Some(&first.status), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
+    assert_eq!(p.actions, vec![Action::NotifyWorkflow(desired_workflow(&spec()))]);
+    assert!(cond_is(&p, WORKFLOW_RECONCILED, CS::False, "Applying"));
+    assert_ne!(p.status.observed_generation, Some(3), "not observed until applied");
+}
+
+#[test]
+fn a_failed_workflow_notice_is_recorded_and_retried_with_backoff() {
+    let first = run(Some(&status(Phase::Creating, 1)), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
+    let mut obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
+    obs.workflow_notice = Some(Notice {
+        target: desired_workflow(&spec()),
+        ok: false,
+        message: "dial tcp: lookup session-s1.team-a.svc: no such host".into(),
+        at: now(),
+        failures: 3,
+    });
+    let p = run_at(&spec(), Some(&first.status), None, &obs, at(1));
+    assert!(cond_is(&p, WORKFLOW_RECONCILED, CS::False, "UpdateFailed"));
+    assert!(cond(&p, WORKFLOW_RECONCILED).and_then(|c| c.message.as_deref()).is_some_and(|m| m.contains("no such host")));
+    assert!(p.actions.is_empty(), "inside the backoff: {:?}", p.actions);
+    assert_eq!(p.requeue, Some(Duration::from_secs(3)), "4 s backoff after 3 failures, 1 s elapsed");
+    assert_ne!(p.status.observed_generation, Some(3));
+    assert!(cond_is(&p, READY, CS::False, "Reconciling"));
+    let later = run_at(&spec(), Some(&first.status), None, &obs, at(4));
+    assert_eq!(later.actions, vec![Action::NotifyWorkflow(desired_workflow(&spec()))]);
+}
+
+#[test]
+fn observed_generation_advances_only_when_repos_and_workflow_are_reconciled() {
+    let first = run(Some(&status(Phase::Creating, 1)), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
+    let mut obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
+    obs.workflow_notice = Some(Notice {
+        target: desired_workflow(&spec()),
+        ok: true,
+        message: String::new(),
+        at: now(),
+        failures: 0,
+    });
+    let p = run(Some(&first.status), &obs);
+    assert_eq!(p.status.reconciled_workflow, desired_workflow(&spec()));
+    assert_eq!(p.status.observed_generation, Some(3));
+    assert!(cond_is(&p, READY, CS::True, "Running"));
+    assert!(cond(&p, READY).is_some_and(|c| c.observed_generation == Some(3)));
+}
+
+#[test]
+fn a_spec_change_while_running_is_reapplied() {
+    let st = running_reconciled();
+    let mut changed = spec();
+    changed.repos = Some(vec![repo("https://github.com/acme/api.git"), repo("https://github.com/acme/docs.git")]);
+    changed.active_workflow = Some(ActiveWorkflow {
+        git_url: Some("https://github.com/acme/wf.git".into()),
+        branch: Some("v2".into()),
+        path: None,
+    });
+    let obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
+    let p = run_at(&changed, Some(&st), None, &obs, now());
+    assert_eq!(
+        p.actions,
+        vec![Action::NotifyRepos(desired_repos(&changed)), Action::NotifyWorkflow(desired_workflow(&changed))]
+    );
+    assert!(cond_is(&p, READY, CS::False, "Reconciling"));
+}
+
+#[test]
+fn runner_oom_while_sidecar_alive_is_a_failed_attempt() {
+    // Story 2: the pod is still Running because a sidecar lives on.
+    let st = running_reconciled();
+    let oom = pod(1, RunnerState::Terminated { exit_code: 137, reason: "OOMKilled".into() }, PodPhase::Running);
+    let p = run(Some(&st), &world(Some(oom)));
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    assert_eq!(p.status.attempt, Some(2), "Running -> Pending only with a higher attempt");
+    assert_eq!(p.actions, vec![Action::DeletePod { name: "s1-runner-1".into() }]);
+    assert!(cond_is(&p, RUNNER_STARTED, CS::False, "OOMKilled"));
+    // The next round builds attempt 2's pod from the current spec.
+    let next = run(Some(&p.status), &world(None));
+    assert_eq!(next.actions, vec![Action::CreatePod { name: "s1-runner-2".into(), attempt: 2 }]);
+}
+
+#[test]
+fn a_non_zero_exit_evicted_or_deleted_pod_is_a_failed_attempt() {
+    let st = running_reconciled();
+    let mut evicted = pod(1, RunnerState::Running { ready: true }, PodPhase::Failed);
+    evicted.reason = Some("Evicted".into());
+    let mut deleting = pod(1, RunnerState::Running { ready: true }, PodPhase::Running);
+    deleting.deleting = true;
+    for (obs, reason) in [
+        (world(Some(pod(1, RunnerState::Terminated { exit_code: 1, reason: "Error".into() }, PodPhase::Failed))), "RunnerFailed"),
+        (world(Some(evicted)), "Evicted"),
+        (world(None), "PodDeleted"),
+        (world(Some(deleting)), "PodDeleted"),
+    ] {
+        let p = run(Some(&st), &obs);
+        assert_eq!(p.status.phase, Some(Phase::Pending), "{reason}");
+        assert_eq!(p.status.attempt, Some(2));
+        assert!(cond_is(&p, RUNNER_STARTED, CS::False, reason), "{reason}: {:?}", p.status.conditions);
+    }
+}
+
+#[test]
+fn creating_image_pull_failure_is_a_failed_attempt() {
+    let p = run(
+        Some(&status(Phase::Creating, 1)),
+        &world(Some(pod(1, RunnerState::Waiting { reason: "ImagePullBackOff".into() }, PodPhase::Pending))),
+    );
+    assert_eq!((p.status.phase, p.status.attempt), (Some(Phase::Pending), Some(2)));
+    let creating = run(
+        Some(&status(Phase::Creating, 1)),
+        &world(Some(pod(1, RunnerState::Waiting { reason: "ContainerCreating".into() }, PodPhase::Pending))),
+    );
+    assert_eq!(creating.status.phase, Some(Phase::Creating), "still starting");
+}
+
+#[test]
+fn the_last_allowed_attempt_fails_with_retries_exhausted_and_nothing_is_recreated() {
+    // Story 3: bounded retry.
+    let mut st = running_reconciled();
+    st.attempt = Some(3);
+    let p = run(Some(&st), &world(Some(pod(3, RunnerState::Terminated { exit_code: 2, reason: "Error".into() }, PodPhase::Failed))));
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.status.attempt, Some(3));
+    assert!(cond_is(&p, RETRIES_EXHAUSTED, CS::True, "RunnerFailed"));
+    assert_eq!(p.actions, vec![Action::DeletePod { name: "s1-runner-3".into() }]);
+    let after = run(Some(&p.status), &world(None));
+    assert!(after.actions.is_empty());
+    assert!(!after.status_changed);
+}
+
+#[test]
+fn exit_0_completes_the_session_and_frees_the_pod() {
+    let st = running_reconciled();
+    let p = run(Some(&st), &world(Some(pod(1, RunnerState::Terminated { exit_code: 0, reason: "Completed".into() }, PodPhase::Running))));
+    assert_eq!(p.status.phase, Some(Phase::Completed));
+    assert_eq!(p.status.completion_time.as_deref(), Some(T0));
+    assert_eq!(p.actions, vec![Action::DeletePod { name: "s1-runner-1".into() }]);
+}
+
+#[test]
+fn a_runner_that_finished_before_we_saw_it_run_passes_through_running() {
+    let p = run(
+        Some(&status(Phase::Creating, 1)),
+        &world(Some(pod(1, RunnerState::Terminated { exit_code: 0, reason: "Completed".into() }, PodPhase::Succeeded))),
+    );
+    assert_eq!(p.status.phase, Some(Phase::Running), "Creating -> Completed is not a legal transition");
+    let done = run(Some(&p.status), &world(Some(pod(1, RunnerState::Terminated { exit_code: 0, reason: "Completed".into() }, PodPhase::Succeeded))));
+    assert_eq!(done.status.phase, Some(Phase::Completed));
+}
+
+#[test]
+fn desired_stopped_stops_the_session_and_clears_the_annotation() {
+    let st = running_reconciled();
+    let obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
+    let p = run_at(&spec(), Some(&st), Some(Desired::Stopped), &obs, now());
+    assert_eq!(p.status.phase, Some(Phase::Stopping));
+    assert_eq!(p.status.stopped_reason, Some(StoppedReason::User));
+    assert_eq!(p.actions, vec![Action::ClearDesiredPhase, Action::DeletePod { name: "s1-runner-1".into() }]);
+    let mut gone = obs.clone();
+    gone.pod.as_mut().map(|p| p.deleting = true);
+    let waiting = run(Some(&p.status), &gone);
+    assert_eq!(waiting.status.phase, Some(Phase::Stopping));
+    assert!(waiting.actions.is_empty());
+    let stopped = run(Some(&p.status), &world(None));
+    assert_eq!(stopped.status.phase, Some(Phase::Stopped));
+    assert_eq!(stopped.status.stopped_reason, Some(StoppedReason::User));
+}
+
+#[test]
+fn desired_stopped_from_pending_or_creating_stops_too() {
+    for phase in [Phase::Pending, Phase::Creating] {
+        let p = run_at(&spec(), Some(&status(phase.clone(), 1)), Some(Desired::Stopped), &world(None), now());
+        assert_eq!(p.status.phase, Some(Phase::Stopping), "{phase:?}");
+        assert!(p.actions.contains(&Action::ClearDesiredPhase));
+    }
+}
+
+#[test]
+fn desired_running_restarts_a_finished_session_at_attempt_1() {
+    for phase in [Phase::Stopped, Phase::Completed, Phase::Failed] {
+        let mut st = status(phase.clone(), 3);
+        st.completion_time = Some(T0.into());
+        let p = run_at(&spec(), Some(&st), Some(Desired::Running), &world(None), now());
+        assert_eq!(p.status.phase, Some(Phase::Pending), "{phase:?}");
+        assert_eq!(p.status.attempt, Some(1));
+        assert_eq!(p.status.completion_time, None);
+        assert_eq!(p.actions, vec![Action::ClearDesiredPhase]);
+    }
+}
+
+#[test]
+fn a_restart_waits_for_the_previous_runs_pod_to_go() {
+    let st = status(Phase::Completed, 1);
+    let old = world(Some(pod(1, RunnerState::Terminated { exit_code: 0, reason: "Completed".into() }, PodPhase::Running)));
+    let p = run_at(&spec(), Some(&st), Some(Desired::Running), &old, now());
+    assert_eq!(p.status.phase, Some(Phase::Completed));
+    assert_eq!(p.actions, vec![Action::DeletePod { name: "s1-runner-1".into() }], "annotation kept until acted on");
+}
+
+#[test]
+fn a_non_interactive_session_that_runs_too_long_fails_with_timeout() {
+    let mut s = spec();
+    s.interactive = Some(false);
+    s.timeout_seconds = Some(600);
+    let st = running_reconciled();
+    let obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
+    let early = run_at(&s, Some(&st), None, &obs, at(100));
+    assert_eq!(early.status.phase, Some(Phase::Running));
+    assert_eq!(early.requeue, Some(Duration::from_secs(500)), "look again at the deadline");
+    let p = run_at(&s, Some(&st), None, &obs, at(600));
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert!(cond_is(&p, READY, CS::False, "Timeout"));
+    assert_eq!(p.actions, vec![Action::DeletePod { name: "s1-runner-1".into() }]);
+    // Interactive sessions have no run timeout.
+    let mut i = s.clone();
+    i.interactive = Some(true);
+    assert_eq!(run_at(&i, Some(&st), None, &obs, at(6000)).status.phase, Some(Phase::Running));
+}
+
+#[test]
+fn an_inactive_session_stops_with_reason_inactivity() {
+    let mut s = spec();
+    s.inactivity_timeout_seconds = Some(60);
+    let mut st = running_reconciled();
+    st.last_activity_time = Some(at(30).to_string());
+    let obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
+    assert_eq!(run_at(&s, Some(&st), None, &obs, at(60)).status.phase, Some(Phase::Running));
+    let p = run_at(&s, Some(&st), None, &obs, at(90));
+    assert_eq!(p.status.phase, Some(Phase::Stopping));
+    assert_eq!(p.status.stopped_reason, Some(StoppedReason::Inactivity));
+}
+
+#[test]
+fn last_transition_time_changes_only_when_the_condition_status_changes() {
+    let st = running_reconciled();
+    let obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
+    let later = run_at(&spec(), Some(&st), None, &obs, at(300));
+    assert!(!later.status_changed, "a steady state writes nothing");
+    let before = cond(&later, READY).and_then(|c| c.last_transition_time.clone());
+    assert_eq!(before.as_deref(), Some(T0));
+    let mut changed = spec();
+    changed.repos = Some(vec![]);
+    let p = run_at(&changed, Some(&st), None, &obs, at(300));
+    let ready = cond(&p, READY).and_then(|c| c.last_transition_time.clone());
+    assert_eq!(ready, Some(at(300).to_string()), "Ready flipped to False");
+    let started = cond(&p, RUNNER_STARTED).and_then(|c| c.last_transition_time.clone());
+    assert_eq!(started.as_deref(), Some(T0), "RunnerStarted stayed True");
+}
+
+#[test]
+fn stale_pods_of_earlier_attempts_are_deleted() {
+    let mut obs = world(Some(pod(2, RunnerState::Running { ready: true }, PodPhase::Running)));
+    obs.stale_pods = vec!["s1-runner-1".into()];
+    let p = run(Some(&status(Phase::Creating, 2)), &obs);
+    assert!(p.actions.contains(&Action::DeletePod { name: "s1-runner-1".into() }));
+}
+
+#[test]
+fn an_unknown_phase_is_left_alone() {
+    let st = SessionStatus {
+        phase: Some(Phase::Other("Hibernating".into())),
+        ..SessionStatus::default()
+    };
+    let p = run(Some(&st), &world(None));
+    assert!(!p.status_changed && p.actions.is_empty());
+}
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::admission::validate::status::{check_conditions, transition_allowed};
+    use crate::admission::validate::view::StatusView;
+
+    fn runner() -> impl Strategy<Value = RunnerState> {
+        prop_oneof![
+            Just(RunnerState::Unknown),
+            Just(RunnerState::Waiting { reason: "ContainerCreating".into() }),
+            Just(RunnerState::Waiting { reason: "ImagePullBackOff".into() }),
+            any::<bool>().prop_map(|ready| RunnerState::Running { ready }),
+            (prop_oneof![Just(0), Just(1), Just(137)], prop_oneof![Just("Completed"), Just("Error"), Just("OOMKilled")])
+                .prop_map(|(exit_code, r)| RunnerState::Terminated { exit_code, reason: r.into() }),
+        ]
+    }
+
+    fn pod_view() -> impl Strategy<Value = Option<PodView>> {
+        proptest::option::of((
+            runner(),
+            prop_oneof![Just(PodPhase::Pending), Just(PodPhase::Running), Just(PodPhase::Succeeded), Just(PodPhase::Failed), Just(PodPhase::Unknown)],
+            any::<bool>(),
+            proptest::option::of(Just("Evicted".to_owned())),
+        )
+            .prop_map(|(runner, phase, deleting, reason)| PodView {
+                name: "s1-runner-1".into(),
+                phase,
+                reason,
+                deleting,
+                runner,
+                repos: spec().repos.unwrap_or_default(),
+            }))
+    }
+
+    fn phase() -> impl Strategy<Value = Option<Phase>> {
+        proptest::option::of(proptest::sample::select(Phase::V1ALPHA2.to_vec()).prop_map(Phase::parse))
+    }
+
+    fn notice<T: Clone + std::fmt::Debug + 'static>(target: T) -> impl Strategy<Value = Option<Notice<T>>> {
+        proptest::option::of((any::<bool>(), 0u32..5, -10i64..10).prop_map(move |(ok, failures, secs)| Notice {
+            target: target.clone(),
+            ok,
+            message: "m".into(),
+            at: at(secs),
+            failures,
+        }))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_planner_never_plans_a_transition_v22_forbids(
+            phase in phase(),
+            attempt in 1i64..5,
+            pod in pod_view(),
+            desired in proptest::option::of(prop_oneof![Just(Desired::Running), Just(Desired::Stopped)]),
+            interactive in any::<bool>(),
+            timeout in proptest::option::of(0i64..1000),
+            started in proptest::option::of(-2000i64..0),
+            wf in notice(desired_workflow(&spec())),
+            repos in notice(desired_repos(&spec())),
+            rounds in 1usize..6,
+            step in 0i64..400,
+        ) {
+            let mut s = spec();
+            s.interactive = Some(interactive);
+            s.timeout_seconds = timeout;
+            let mut st = SessionStatus {
+                phase,
+                attempt: Some(attempt),
+                start_time: started.map(|x| at(x).to_string()),
+                ..SessionStatus::default()
+            };
+            let obs = Observed { pod, stale_pods: vec![], service: true, workflow_notice: wf, repos_notice: repos };
+            // Several rounds against the same world, as repeated reconciles would run.
+            for round in 0..rounds {
+                let t = at(step * round as i64);
+                let p = run_at(&s, Some(&st), desired, &obs, t);
+                let old = StatusView { phase: st.phase.as_ref(), attempt: st.attempt, observed_generation: None, conditions: &[] };
+                let increased = p.status.attempt.unwrap_or(0) > st.attempt.unwrap_or(0);
+                prop_assert!(
+                    transition_allowed(old.phase, p.status.phase.as_ref(), increased),
+                    "{:?} -> {:?}", st.phase, p.status.phase
+                );
+                let view = StatusView {
+                    phase: p.status.phase.as_ref(),
+                    attempt: p.status.attempt,
+                    observed_generation: p.status.observed_generation,
+                    conditions: p.status.conditions(),
+                };
+                let errs = check_conditions(&view, Some(3));
+                prop_assert!(errs.is_empty(), "{errs:?}");
+                // Nothing is (re)created once retries are exhausted, and a workflow
+                // notice never precedes RunnerStarted=True.
+                let exhausted = find_condition(p.status.conditions(), RETRIES_EXHAUSTED).is_some_and(|c| c.status == CS::True);
+                if exhausted && p.status.phase == Some(Phase::Failed) {
+                    let creates = p.actions.iter().any(|a| matches!(a, Action::CreatePod { .. }));
+                    prop_assert!(!creates, "created a pod after RetriesExhausted");
+                }
+                if p.actions.iter().any(|a| matches!(a, Action::NotifyWorkflow(_))) {
+                    prop_assert!(find_condition(p.status.conditions(), RUNNER_STARTED).is_some_and(|c| c.status == CS::True));
+                }
+                if p.status.observed_generation == Some(3) && st.observed_generation != Some(3) {
+                    prop_assert!(find_condition(p.status.conditions(), WORKFLOW_RECONCILED).is_some_and(|c| c.status == CS::True));
+                    prop_assert!(find_condition(p.status.conditions(), REPOS_RECONCILED).is_some_and(|c| c.status == CS::True));
+                }
+                st = p.status;
+            }
+        }
+    }
+}
