@@ -4,6 +4,7 @@ mod certs;
 mod convert;
 pub mod input;
 pub mod migrate;
+mod reconcile;
 mod review;
 mod serve;
 
@@ -52,6 +53,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Rewrite every stored session in v1alpha2, then drop v1alpha1 from storedVersions.
     Migrate(migrate::MigrateArgs),
+    /// Run the lifecycle controller for AgenticSessions (owns runner pods and services).
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// Rule settings shared by `serve` and `review`.
@@ -120,6 +123,7 @@ pub fn main() -> ExitCode {
         Command::Review(args) => review::run(&args),
         Command::Convert(args) => convert::run(&args),
         Command::Migrate(args) => migrate::run(&args),
+        Command::Reconcile(args) => reconcile::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -18,7 +18,9 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::api::common::{ActiveWorkflow, repo_name};
-use crate::api::status::{Condition, ConditionStatus, Phase, ReconciledRepo, ReconciledWorkflow, StoppedReason};
+use crate::api::status::{
+    Condition, ConditionStatus, Phase, ReconciledRepo, ReconciledWorkflow, StoppedReason,
+};
 use crate::api::v1alpha2::{Repo, SessionSpec, SessionStatus};
 
 pub mod conditions {
@@ -92,9 +94,16 @@ pub enum PodPhase {
 pub enum RunnerState {
     /// No status for the runner container yet.
     Unknown,
-    Waiting { reason: String },
-    Running { ready: bool },
-    Terminated { exit_code: i32, reason: String },
+    Waiting {
+        reason: String,
+    },
+    Running {
+        ready: bool,
+    },
+    Terminated {
+        exit_code: i32,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -136,8 +145,13 @@ pub struct Observed {
 pub enum Action {
     CreateService,
     /// Build the pod `<session>-runner-<attempt>` from the current spec.
-    CreatePod { name: String, attempt: i64 },
-    DeletePod { name: String },
+    CreatePod {
+        name: String,
+        attempt: i64,
+    },
+    DeletePod {
+        name: String,
+    },
     NotifyWorkflow(Option<ReconciledWorkflow>),
     NotifyRepos(Vec<ReconciledRepo>),
     ClearDesiredPhase,
@@ -254,7 +268,13 @@ impl Planner<'_> {
     }
 
     /// Set a condition; `lastTransitionTime` moves only when `status` does.
-    fn cond(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: impl Into<String>) {
+    fn cond(
+        &mut self,
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
         let message = message.into();
         let generation = self.s.generation;
         let conds = self.st.conditions.get_or_insert_with(Vec::new);
@@ -292,7 +312,9 @@ impl Planner<'_> {
     }
 
     fn delete_pod(&mut self, name: &str) {
-        let action = Action::DeletePod { name: name.to_owned() };
+        let action = Action::DeletePod {
+            name: name.to_owned(),
+        };
         if !self.actions.contains(&action) {
             self.actions.push(action);
         }
@@ -317,15 +339,30 @@ impl Planner<'_> {
         self.st.phase = Some(Phase::Stopping);
         self.st.stopped_reason = Some(reason);
         self.delete_current_pod();
-        self.cond(READY, ConditionStatus::False, "Stopping", "the session is stopping");
+        self.cond(
+            READY,
+            ConditionStatus::False,
+            "Stopping",
+            "the session is stopping",
+        );
         self.requeue_in(Duration::ZERO);
     }
 
     fn new_session(&mut self) {
         self.st.phase = Some(Phase::Pending);
         self.st.attempt = Some(self.attempt());
-        self.cond(POD_CREATED, ConditionStatus::False, "Pending", "waiting to create the runner pod");
-        self.cond(READY, ConditionStatus::False, "Pending", "the session has not started");
+        self.cond(
+            POD_CREATED,
+            ConditionStatus::False,
+            "Pending",
+            "waiting to create the runner pod",
+        );
+        self.cond(
+            READY,
+            ConditionStatus::False,
+            "Pending",
+            "the session has not started",
+        );
         self.requeue_in(Duration::ZERO);
     }
 
@@ -354,8 +391,18 @@ impl Planner<'_> {
             }),
         }
         self.st.phase = Some(Phase::Creating);
-        self.cond(POD_CREATED, ConditionStatus::True, "Created", format!("runner pod {name} created"));
-        self.cond(RUNNER_STARTED, ConditionStatus::False, "Starting", "waiting for the runner container");
+        self.cond(
+            POD_CREATED,
+            ConditionStatus::True,
+            "Created",
+            format!("runner pod {name} created"),
+        );
+        self.cond(
+            RUNNER_STARTED,
+            ConditionStatus::False,
+            "Starting",
+            "waiting for the runner container",
+        );
         // Safety net for events missed while the pod is scheduled.
         self.requeue_in(Duration::from_secs(60));
     }
@@ -366,29 +413,58 @@ impl Planner<'_> {
             return Some(("PodDeleted".into(), "the runner pod is gone".into()));
         };
         if pod.deleting {
-            return Some(("PodDeleted".into(), format!("runner pod {} is being deleted", pod.name)));
+            return Some((
+                "PodDeleted".into(),
+                format!("runner pod {} is being deleted", pod.name),
+            ));
         }
         if let RunnerState::Terminated { exit_code, reason } = &pod.runner
             && *exit_code != 0
         {
-            let why = if reason.is_empty() { "Error" } else { reason.as_str() };
-            let kind = if why == "OOMKilled" { "OOMKilled" } else { "RunnerFailed" };
-            return Some((kind.into(), format!("runner container exited with code {exit_code} ({why})")));
+            let why = if reason.is_empty() {
+                "Error"
+            } else {
+                reason.as_str()
+            };
+            let kind = if why == "OOMKilled" {
+                "OOMKilled"
+            } else {
+                "RunnerFailed"
+            };
+            return Some((
+                kind.into(),
+                format!("runner container exited with code {exit_code} ({why})"),
+            ));
         }
         if pod.reason.as_deref() == Some("Evicted") {
-            return Some(("Evicted".into(), format!("runner pod {} was evicted", pod.name)));
+            return Some((
+                "Evicted".into(),
+                format!("runner pod {} was evicted", pod.name),
+            ));
         }
-        if pod.phase == PodPhase::Failed && !matches!(pod.runner, RunnerState::Terminated { exit_code: 0, .. }) {
+        if pod.phase == PodPhase::Failed
+            && !matches!(pod.runner, RunnerState::Terminated { exit_code: 0, .. })
+        {
             let why = pod.reason.clone().unwrap_or_else(|| "Failed".into());
-            return Some(("PodFailed".into(), format!("runner pod {} failed ({why})", pod.name)));
+            return Some((
+                "PodFailed".into(),
+                format!("runner pod {} failed ({why})", pod.name),
+            ));
         }
         if let RunnerState::Waiting { reason } = &pod.runner
             && matches!(
                 reason.as_str(),
-                "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "CreateContainerConfigError" | "CreateContainerError"
+                "ErrImagePull"
+                    | "ImagePullBackOff"
+                    | "InvalidImageName"
+                    | "CreateContainerConfigError"
+                    | "CreateContainerError"
             )
         {
-            return Some((reason.clone(), format!("runner container cannot start ({reason})")));
+            return Some((
+                reason.clone(),
+                format!("runner container cannot start ({reason})"),
+            ));
         }
         None
     }
@@ -406,13 +482,28 @@ impl Planner<'_> {
             self.st.attempt = Some(attempt + 1);
             self.st.phase = Some(Phase::Pending);
             self.st.start_time = None;
-            self.cond(POD_CREATED, ConditionStatus::False, "Retrying", format!("attempt {attempt} of {max} failed: {message}"));
-            self.cond(READY, ConditionStatus::False, reason, format!("retrying after: {message}"));
+            self.cond(
+                POD_CREATED,
+                ConditionStatus::False,
+                "Retrying",
+                format!("attempt {attempt} of {max} failed: {message}"),
+            );
+            self.cond(
+                READY,
+                ConditionStatus::False,
+                reason,
+                format!("retrying after: {message}"),
+            );
             self.requeue_in(Duration::ZERO);
         } else {
             self.st.phase = Some(Phase::Failed);
             self.st.completion_time = Some(self.now_text.clone());
-            self.cond(RETRIES_EXHAUSTED, ConditionStatus::True, reason, format!("attempt {attempt} of {max} failed: {message}"));
+            self.cond(
+                RETRIES_EXHAUSTED,
+                ConditionStatus::True,
+                reason,
+                format!("attempt {attempt} of {max} failed: {message}"),
+            );
             self.cond(READY, ConditionStatus::False, reason, message.to_owned());
         }
     }
@@ -420,7 +511,12 @@ impl Planner<'_> {
     fn enter_running(&mut self) {
         self.st.phase = Some(Phase::Running);
         self.st.start_time = Some(self.now_text.clone());
-        self.cond(RUNNER_STARTED, ConditionStatus::True, "RunnerStarted", "the runner container is running");
+        self.cond(
+            RUNNER_STARTED,
+            ConditionStatus::True,
+            "RunnerStarted",
+            "the runner container is running",
+        );
         // The runner cloned the repos the pod was built with.
         self.st.reconciled_repos = self
             .obs
@@ -444,9 +540,8 @@ impl Planner<'_> {
         }
         match self.obs.pod.as_ref().map(|p| &p.runner) {
             // It finished before we saw it run: record Running first (V22), then Completed.
-            Some(RunnerState::Terminated { exit_code: 0, .. }) | Some(RunnerState::Running { ready: true }) => {
-                self.enter_running()
-            }
+            Some(RunnerState::Terminated { exit_code: 0, .. })
+            | Some(RunnerState::Running { ready: true }) => self.enter_running(),
             _ => self.requeue_in(Duration::from_secs(60)),
         }
     }
@@ -468,7 +563,12 @@ impl Planner<'_> {
         ) {
             self.st.phase = Some(Phase::Completed);
             self.st.completion_time = Some(self.now_text.clone());
-            self.cond(READY, ConditionStatus::False, "Completed", "the runner finished successfully");
+            self.cond(
+                READY,
+                ConditionStatus::False,
+                "Completed",
+                "the runner finished successfully",
+            );
             // Graceful deletion lets a sidecar finish its last sync, then frees the node.
             self.delete_current_pod();
             return;
@@ -496,11 +596,18 @@ impl Planner<'_> {
         let Some(started) = self.started_at() else {
             return false;
         };
-        let deadline = started.saturating_add(SignedDuration::from_secs(limit)).unwrap_or(started);
+        let deadline = started
+            .saturating_add(SignedDuration::from_secs(limit))
+            .unwrap_or(started);
         if self.now >= deadline {
             self.st.phase = Some(Phase::Failed);
             self.st.completion_time = Some(self.now_text.clone());
-            self.cond(READY, ConditionStatus::False, "Timeout", format!("ran longer than timeoutSeconds ({limit})"));
+            self.cond(
+                READY,
+                ConditionStatus::False,
+                "Timeout",
+                format!("ran longer than timeoutSeconds ({limit})"),
+            );
             self.delete_current_pod();
             return true;
         }
@@ -521,7 +628,9 @@ impl Planner<'_> {
         let Some(last) = last else {
             return false;
         };
-        let deadline = last.saturating_add(SignedDuration::from_secs(limit)).unwrap_or(last);
+        let deadline = last
+            .saturating_add(SignedDuration::from_secs(limit))
+            .unwrap_or(last);
         if self.now >= deadline {
             self.start_stopping(StoppedReason::Inactivity);
             return true;
@@ -533,20 +642,40 @@ impl Planner<'_> {
     fn reconcile_repos(&mut self) {
         let desired = desired_repos(self.s.spec);
         if self.st.reconciled_repos.as_deref().unwrap_or_default() == desired.as_slice() {
-            self.cond(REPOS_RECONCILED, ConditionStatus::True, "Reconciled", "the runner has the spec's repos");
+            self.cond(
+                REPOS_RECONCILED,
+                ConditionStatus::True,
+                "Reconciled",
+                "the runner has the spec's repos",
+            );
             return;
         }
         match &self.obs.repos_notice {
             Some(n) if n.target == desired && n.ok => {
                 self.st.reconciled_repos = Some(desired);
-                self.cond(REPOS_RECONCILED, ConditionStatus::True, "Applied", "the runner applied the spec's repos");
+                self.cond(
+                    REPOS_RECONCILED,
+                    ConditionStatus::True,
+                    "Applied",
+                    "the runner applied the spec's repos",
+                );
             }
             Some(n) if n.target == desired => {
-                self.cond(REPOS_RECONCILED, ConditionStatus::False, "UpdateFailed", n.message.clone());
+                self.cond(
+                    REPOS_RECONCILED,
+                    ConditionStatus::False,
+                    "UpdateFailed",
+                    n.message.clone(),
+                );
                 self.retry_notice(n.at, n.failures, Action::NotifyRepos(desired));
             }
             _ => {
-                self.cond(REPOS_RECONCILED, ConditionStatus::False, "Applying", "telling the runner about the spec's repos");
+                self.cond(
+                    REPOS_RECONCILED,
+                    ConditionStatus::False,
+                    "Applying",
+                    "telling the runner about the spec's repos",
+                );
                 self.actions.push(Action::NotifyRepos(desired));
             }
         }
@@ -555,27 +684,56 @@ impl Planner<'_> {
     fn reconcile_workflow(&mut self) {
         let desired = desired_workflow(self.s.spec);
         if self.st.reconciled_workflow == desired {
-            let reason = if desired.is_some() { "Reconciled" } else { "NoWorkflow" };
-            self.cond(WORKFLOW_RECONCILED, ConditionStatus::True, reason, "the runner has the spec's workflow");
+            let reason = if desired.is_some() {
+                "Reconciled"
+            } else {
+                "NoWorkflow"
+            };
+            self.cond(
+                WORKFLOW_RECONCILED,
+                ConditionStatus::True,
+                reason,
+                "the runner has the spec's workflow",
+            );
             return;
         }
         // Only a started runner can be told (the old operator told a pod
         // that did not exist yet, swallowed the error and never retried).
         if self.cond_status(RUNNER_STARTED) != Some(&ConditionStatus::True) {
-            self.cond(WORKFLOW_RECONCILED, ConditionStatus::False, "WaitingForRunner", "the runner has not started");
+            self.cond(
+                WORKFLOW_RECONCILED,
+                ConditionStatus::False,
+                "WaitingForRunner",
+                "the runner has not started",
+            );
             return;
         }
         match &self.obs.workflow_notice {
             Some(n) if n.target == desired && n.ok => {
                 self.st.reconciled_workflow = desired;
-                self.cond(WORKFLOW_RECONCILED, ConditionStatus::True, "Applied", "the runner loaded the workflow");
+                self.cond(
+                    WORKFLOW_RECONCILED,
+                    ConditionStatus::True,
+                    "Applied",
+                    "the runner loaded the workflow",
+                );
             }
             Some(n) if n.target == desired => {
-                self.cond(WORKFLOW_RECONCILED, ConditionStatus::False, "UpdateFailed", n.message.clone());
+                self.cond(
+                    WORKFLOW_RECONCILED,
+                    ConditionStatus::False,
+                    "UpdateFailed",
+                    n.message.clone(),
+                );
                 self.retry_notice(n.at, n.failures, Action::NotifyWorkflow(desired));
             }
             _ => {
-                self.cond(WORKFLOW_RECONCILED, ConditionStatus::False, "Applying", "telling the runner about the workflow");
+                self.cond(
+                    WORKFLOW_RECONCILED,
+                    ConditionStatus::False,
+                    "Applying",
+                    "telling the runner about the workflow",
+                );
                 self.actions.push(Action::NotifyWorkflow(desired));
             }
         }
@@ -583,7 +741,9 @@ impl Planner<'_> {
 
     fn retry_notice(&mut self, at: Timestamp, failures: u32, action: Action) {
         let due = at
-            .saturating_add(SignedDuration::try_from(notice_backoff(failures)).unwrap_or(SignedDuration::ZERO))
+            .saturating_add(
+                SignedDuration::try_from(notice_backoff(failures)).unwrap_or(SignedDuration::ZERO),
+            )
             .unwrap_or(at);
         if self.now >= due {
             self.actions.push(action);
@@ -598,9 +758,19 @@ impl Planner<'_> {
             && self.cond_status(WORKFLOW_RECONCILED) == Some(&ConditionStatus::True);
         if reconciled {
             self.st.observed_generation = Some(self.s.generation);
-            self.cond(READY, ConditionStatus::True, "Running", "the runner is up with the current spec");
+            self.cond(
+                READY,
+                ConditionStatus::True,
+                "Running",
+                "the runner is up with the current spec",
+            );
         } else {
-            self.cond(READY, ConditionStatus::False, "Reconciling", "applying the current spec to the runner");
+            self.cond(
+                READY,
+                ConditionStatus::False,
+                "Reconciling",
+                "applying the current spec to the runner",
+            );
         }
     }
 
@@ -618,7 +788,12 @@ impl Planner<'_> {
                 self.st.phase = Some(Phase::Stopped);
                 self.st.stopped_reason.get_or_insert(StoppedReason::User);
                 self.st.completion_time = Some(self.now_text.clone());
-                self.cond(READY, ConditionStatus::False, "Stopped", "the session is stopped");
+                self.cond(
+                    READY,
+                    ConditionStatus::False,
+                    "Stopped",
+                    "the session is stopped",
+                );
             }
         }
     }
@@ -652,10 +827,30 @@ impl Planner<'_> {
         self.st.stopped_reason = None;
         self.st.reconciled_repos = None;
         self.st.reconciled_workflow = None;
-        self.cond(RETRIES_EXHAUSTED, ConditionStatus::False, "Restarted", "restarted by desired-phase Running");
-        self.cond(POD_CREATED, ConditionStatus::False, "Pending", "waiting to create the runner pod");
-        self.cond(RUNNER_STARTED, ConditionStatus::False, "Restarted", "restarted by desired-phase Running");
-        self.cond(READY, ConditionStatus::False, "Pending", "the session has not started");
+        self.cond(
+            RETRIES_EXHAUSTED,
+            ConditionStatus::False,
+            "Restarted",
+            "restarted by desired-phase Running",
+        );
+        self.cond(
+            POD_CREATED,
+            ConditionStatus::False,
+            "Pending",
+            "waiting to create the runner pod",
+        );
+        self.cond(
+            RUNNER_STARTED,
+            ConditionStatus::False,
+            "Restarted",
+            "restarted by desired-phase Running",
+        );
+        self.cond(
+            READY,
+            ConditionStatus::False,
+            "Pending",
+            "the session has not started",
+        );
         self.requeue_in(Duration::ZERO);
     }
 }

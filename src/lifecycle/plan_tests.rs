@@ -14,7 +14,9 @@ fn now() -> Timestamp {
 }
 
 fn at(secs: i64) -> Timestamp {
-    now().saturating_add(SignedDuration::from_secs(secs)).unwrap_or(now())
+    now()
+        .saturating_add(SignedDuration::from_secs(secs))
+        .unwrap_or(now())
 }
 
 fn repo(url: &str) -> Repo {
@@ -68,7 +70,13 @@ fn world(pod: Option<PodView>) -> Observed {
     }
 }
 
-fn run_at(spec: &SessionSpec, st: Option<&SessionStatus>, desired: Option<Desired>, obs: &Observed, t: Timestamp) -> Plan {
+fn run_at(
+    spec: &SessionSpec,
+    st: Option<&SessionStatus>,
+    desired: Option<Desired>,
+    obs: &Observed,
+    t: Timestamp,
+) -> Plan {
     let view = SessionView {
         name: "s1",
         generation: 3,
@@ -93,10 +101,24 @@ fn cond_is(p: &Plan, t: &str, status: CS, reason: &str) -> bool {
 
 /// A status as the planner leaves it once the runner is up and reconciled.
 fn running_reconciled() -> SessionStatus {
-    let first = run(Some(&status(Phase::Creating, 1)), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
+    let first = run(
+        Some(&status(Phase::Creating, 1)),
+        &world(Some(pod(
+            1,
+            RunnerState::Running { ready: true },
+            PodPhase::Running,
+        ))),
+    );
     let mut st = first.status;
     st.reconciled_workflow = desired_workflow(&spec());
-    let second = run(Some(&st), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
+    let second = run(
+        Some(&st),
+        &world(Some(pod(
+            1,
+            RunnerState::Running { ready: true },
+            PodPhase::Running,
+        ))),
+    );
     second.status
 }
 
@@ -114,7 +136,13 @@ fn pending_creates_the_service_and_pod_and_becomes_creating() {
     let p = run(Some(&status(Phase::Pending, 1)), &Observed::default());
     assert_eq!(
         p.actions,
-        vec![Action::CreateService, Action::CreatePod { name: "s1-runner-1".into(), attempt: 1 }]
+        vec![
+            Action::CreateService,
+            Action::CreatePod {
+                name: "s1-runner-1".into(),
+                attempt: 1
+            }
+        ]
     );
     assert_eq!(p.status.phase, Some(Phase::Creating));
     assert!(cond_is(&p, POD_CREATED, CS::True, "Created"));
@@ -123,7 +151,10 @@ fn pending_creates_the_service_and_pod_and_becomes_creating() {
 #[test]
 fn a_pod_that_already_exists_is_not_created_twice() {
     // The status write after creating it was lost: adopt, do not duplicate.
-    let p = run(Some(&status(Phase::Pending, 2)), &world(Some(pod(2, RunnerState::Unknown, PodPhase::Pending))));
+    let p = run(
+        Some(&status(Phase::Pending, 2)),
+        &world(Some(pod(2, RunnerState::Unknown, PodPhase::Pending))),
+    );
     assert!(p.actions.is_empty(), "{:?}", p.actions);
     assert_eq!(p.status.phase, Some(Phase::Creating));
 }
@@ -131,9 +162,23 @@ fn a_pod_that_already_exists_is_not_created_twice() {
 #[test]
 fn creating_becomes_running_once_the_runner_container_is_ready() {
     let st = status(Phase::Creating, 1);
-    let waiting = run(Some(&st), &world(Some(pod(1, RunnerState::Running { ready: false }, PodPhase::Running))));
+    let waiting = run(
+        Some(&st),
+        &world(Some(pod(
+            1,
+            RunnerState::Running { ready: false },
+            PodPhase::Running,
+        ))),
+    );
     assert_eq!(waiting.status.phase, Some(Phase::Creating));
-    let p = run(Some(&st), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
+    let p = run(
+        Some(&st),
+        &world(Some(pod(
+            1,
+            RunnerState::Running { ready: true },
+            PodPhase::Running,
+        ))),
+    );
     assert_eq!(p.status.phase, Some(Phase::Running));
     assert_eq!(p.status.start_time.as_deref(), Some(T0));
     assert!(cond_is(&p, RUNNER_STARTED, CS::True, "RunnerStarted"));
@@ -146,12 +191,18 @@ fn workflow_is_not_announced_before_the_runner_started() {
     for obs in [
         world(None),
         world(Some(pod(1, RunnerState::Unknown, PodPhase::Pending))),
-        world(Some(pod(1, RunnerState::Running { ready: false }, PodPhase::Running))),
+        world(Some(pod(
+            1,
+            RunnerState::Running { ready: false },
+            PodPhase::Running,
+        ))),
     ] {
         for phase in [Phase::Pending, Phase::Creating] {
             let p = run(Some(&status(phase.clone(), 1)), &obs);
             assert!(
-                !p.actions.iter().any(|a| matches!(a, Action::NotifyWorkflow(_))),
+                !p.actions
+                    .iter()
+                    .any(|a| matches!(a, Action::NotifyWorkflow(_))),
                 "{phase:?}: {:?}",
                 p.actions
             );
@@ -161,17 +212,49 @@ fn workflow_is_not_announced_before_the_runner_started() {
 
 #[test]
 fn the_workflow_is_announced_once_the_runner_started() {
-    let first = run(Some(&status(Phase::Creating, 1)), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
-    let p = run(Some(&first.status), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
-    assert_eq!(p.actions, vec![Action::NotifyWorkflow(desired_workflow(&spec()))]);
+    let first = run(
+        Some(&status(Phase::Creating, 1)),
+        &world(Some(pod(
+            1,
+            RunnerState::Running { ready: true },
+            PodPhase::Running,
+        ))),
+    );
+    let p = run(
+        Some(&first.status),
+        &world(Some(pod(
+            1,
+            RunnerState::Running { ready: true },
+            PodPhase::Running,
+        ))),
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::NotifyWorkflow(desired_workflow(&spec()))]
+    );
     assert!(cond_is(&p, WORKFLOW_RECONCILED, CS::False, "Applying"));
-    assert_ne!(p.status.observed_generation, Some(3), "not observed until applied");
+    assert_ne!(
+        p.status.observed_generation,
+        Some(3),
+        "not observed until applied"
+    );
 }
 
 #[test]
 fn a_failed_workflow_notice_is_recorded_and_retried_with_backoff() {
-    let first = run(Some(&status(Phase::Creating, 1)), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
-    let mut obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
+    let first = run(
+        Some(&status(Phase::Creating, 1)),
+        &world(Some(pod(
+            1,
+            RunnerState::Running { ready: true },
+            PodPhase::Running,
+        ))),
+    );
+    let mut obs = world(Some(pod(
+        1,
+        RunnerState::Running { ready: true },
+        PodPhase::Running,
+    )));
     obs.workflow_notice = Some(Notice {
         target: desired_workflow(&spec()),
         ok: false,
@@ -181,19 +264,41 @@ fn a_failed_workflow_notice_is_recorded_and_retried_with_backoff() {
     });
     let p = run_at(&spec(), Some(&first.status), None, &obs, at(1));
     assert!(cond_is(&p, WORKFLOW_RECONCILED, CS::False, "UpdateFailed"));
-    assert!(cond(&p, WORKFLOW_RECONCILED).and_then(|c| c.message.as_deref()).is_some_and(|m| m.contains("no such host")));
+    assert!(
+        cond(&p, WORKFLOW_RECONCILED)
+            .and_then(|c| c.message.as_deref())
+            .is_some_and(|m| m.contains("no such host"))
+    );
     assert!(p.actions.is_empty(), "inside the backoff: {:?}", p.actions);
-    assert_eq!(p.requeue, Some(Duration::from_secs(3)), "4 s backoff after 3 failures, 1 s elapsed");
+    assert_eq!(
+        p.requeue,
+        Some(Duration::from_secs(3)),
+        "4 s backoff after 3 failures, 1 s elapsed"
+    );
     assert_ne!(p.status.observed_generation, Some(3));
     assert!(cond_is(&p, READY, CS::False, "Reconciling"));
     let later = run_at(&spec(), Some(&first.status), None, &obs, at(4));
-    assert_eq!(later.actions, vec![Action::NotifyWorkflow(desired_workflow(&spec()))]);
+    assert_eq!(
+        later.actions,
+        vec![Action::NotifyWorkflow(desired_workflow(&spec()))]
+    );
 }
 
 #[test]
 fn observed_generation_advances_only_when_repos_and_workflow_are_reconciled() {
-    let first = run(Some(&status(Phase::Creating, 1)), &world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running))));
-    let mut obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
+    let first = run(
+        Some(&status(Phase::Creating, 1)),
+        &world(Some(pod(
+            1,
+            RunnerState::Running { ready: true },
+            PodPhase::Running,
+        ))),
+    );
+    let mut obs = world(Some(pod(
+        1,
+        RunnerState::Running { ready: true },
+        PodPhase::Running,
+    )));
     obs.workflow_notice = Some(Notice {
         target: desired_workflow(&spec()),
         ok: true,
@@ -212,17 +317,27 @@ fn observed_generation_advances_only_when_repos_and_workflow_are_reconciled() {
 fn a_spec_change_while_running_is_reapplied() {
     let st = running_reconciled();
     let mut changed = spec();
-    changed.repos = Some(vec![repo("https://github.com/acme/api.git"), repo("https://github.com/acme/docs.git")]);
+    changed.repos = Some(vec![
+        repo("https://github.com/acme/api.git"),
+        repo("https://github.com/acme/docs.git"),
+    ]);
     changed.active_workflow = Some(ActiveWorkflow {
         git_url: Some("https://github.com/acme/wf.git".into()),
         branch: Some("v2".into()),
         path: None,
     });
-    let obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
+    let obs = world(Some(pod(
+        1,
+        RunnerState::Running { ready: true },
+        PodPhase::Running,
+    )));
     let p = run_at(&changed, Some(&st), None, &obs, now());
     assert_eq!(
         p.actions,
-        vec![Action::NotifyRepos(desired_repos(&changed)), Action::NotifyWorkflow(desired_workflow(&changed))]
+        vec![
+            Action::NotifyRepos(desired_repos(&changed)),
+            Action::NotifyWorkflow(desired_workflow(&changed))
+        ]
     );
     assert!(cond_is(&p, READY, CS::False, "Reconciling"));
 }
@@ -231,15 +346,37 @@ fn a_spec_change_while_running_is_reapplied() {
 fn runner_oom_while_sidecar_alive_is_a_failed_attempt() {
     // Story 2: the pod is still Running because a sidecar lives on.
     let st = running_reconciled();
-    let oom = pod(1, RunnerState::Terminated { exit_code: 137, reason: "OOMKilled".into() }, PodPhase::Running);
+    let oom = pod(
+        1,
+        RunnerState::Terminated {
+            exit_code: 137,
+            reason: "OOMKilled".into(),
+        },
+        PodPhase::Running,
+    );
     let p = run(Some(&st), &world(Some(oom)));
     assert_eq!(p.status.phase, Some(Phase::Pending));
-    assert_eq!(p.status.attempt, Some(2), "Running -> Pending only with a higher attempt");
-    assert_eq!(p.actions, vec![Action::DeletePod { name: "s1-runner-1".into() }]);
+    assert_eq!(
+        p.status.attempt,
+        Some(2),
+        "Running -> Pending only with a higher attempt"
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::DeletePod {
+            name: "s1-runner-1".into()
+        }]
+    );
     assert!(cond_is(&p, RUNNER_STARTED, CS::False, "OOMKilled"));
     // The next round builds attempt 2's pod from the current spec.
     let next = run(Some(&p.status), &world(None));
-    assert_eq!(next.actions, vec![Action::CreatePod { name: "s1-runner-2".into(), attempt: 2 }]);
+    assert_eq!(
+        next.actions,
+        vec![Action::CreatePod {
+            name: "s1-runner-2".into(),
+            attempt: 2
+        }]
+    );
 }
 
 #[test]
@@ -250,7 +387,17 @@ fn a_non_zero_exit_evicted_or_deleted_pod_is_a_failed_attempt() {
     let mut deleting = pod(1, RunnerState::Running { ready: true }, PodPhase::Running);
     deleting.deleting = true;
     for (obs, reason) in [
-        (world(Some(pod(1, RunnerState::Terminated { exit_code: 1, reason: "Error".into() }, PodPhase::Failed))), "RunnerFailed"),
+        (
+            world(Some(pod(
+                1,
+                RunnerState::Terminated {
+                    exit_code: 1,
+                    reason: "Error".into(),
+                },
+                PodPhase::Failed,
+            ))),
+            "RunnerFailed",
+        ),
         (world(Some(evicted)), "Evicted"),
         (world(None), "PodDeleted"),
         (world(Some(deleting)), "PodDeleted"),
@@ -258,7 +405,11 @@ fn a_non_zero_exit_evicted_or_deleted_pod_is_a_failed_attempt() {
         let p = run(Some(&st), &obs);
         assert_eq!(p.status.phase, Some(Phase::Pending), "{reason}");
         assert_eq!(p.status.attempt, Some(2));
-        assert!(cond_is(&p, RUNNER_STARTED, CS::False, reason), "{reason}: {:?}", p.status.conditions);
+        assert!(
+            cond_is(&p, RUNNER_STARTED, CS::False, reason),
+            "{reason}: {:?}",
+            p.status.conditions
+        );
     }
 }
 
@@ -266,14 +417,33 @@ fn a_non_zero_exit_evicted_or_deleted_pod_is_a_failed_attempt() {
 fn creating_image_pull_failure_is_a_failed_attempt() {
     let p = run(
         Some(&status(Phase::Creating, 1)),
-        &world(Some(pod(1, RunnerState::Waiting { reason: "ImagePullBackOff".into() }, PodPhase::Pending))),
+        &world(Some(pod(
+            1,
+            RunnerState::Waiting {
+                reason: "ImagePullBackOff".into(),
+            },
+            PodPhase::Pending,
+        ))),
     );
-    assert_eq!((p.status.phase, p.status.attempt), (Some(Phase::Pending), Some(2)));
+    assert_eq!(
+        (p.status.phase, p.status.attempt),
+        (Some(Phase::Pending), Some(2))
+    );
     let creating = run(
         Some(&status(Phase::Creating, 1)),
-        &world(Some(pod(1, RunnerState::Waiting { reason: "ContainerCreating".into() }, PodPhase::Pending))),
+        &world(Some(pod(
+            1,
+            RunnerState::Waiting {
+                reason: "ContainerCreating".into(),
+            },
+            PodPhase::Pending,
+        ))),
     );
-    assert_eq!(creating.status.phase, Some(Phase::Creating), "still starting");
+    assert_eq!(
+        creating.status.phase,
+        Some(Phase::Creating),
+        "still starting"
+    );
 }
 
 #[test]
@@ -281,11 +451,26 @@ fn the_last_allowed_attempt_fails_with_retries_exhausted_and_nothing_is_recreate
     // Story 3: bounded retry.
     let mut st = running_reconciled();
     st.attempt = Some(3);
-    let p = run(Some(&st), &world(Some(pod(3, RunnerState::Terminated { exit_code: 2, reason: "Error".into() }, PodPhase::Failed))));
+    let p = run(
+        Some(&st),
+        &world(Some(pod(
+            3,
+            RunnerState::Terminated {
+                exit_code: 2,
+                reason: "Error".into(),
+            },
+            PodPhase::Failed,
+        ))),
+    );
     assert_eq!(p.status.phase, Some(Phase::Failed));
     assert_eq!(p.status.attempt, Some(3));
     assert!(cond_is(&p, RETRIES_EXHAUSTED, CS::True, "RunnerFailed"));
-    assert_eq!(p.actions, vec![Action::DeletePod { name: "s1-runner-3".into() }]);
+    assert_eq!(
+        p.actions,
+        vec![Action::DeletePod {
+            name: "s1-runner-3".into()
+        }]
+    );
     let after = run(Some(&p.status), &world(None));
     assert!(after.actions.is_empty());
     assert!(!after.status_changed);
@@ -294,33 +479,83 @@ fn the_last_allowed_attempt_fails_with_retries_exhausted_and_nothing_is_recreate
 #[test]
 fn exit_0_completes_the_session_and_frees_the_pod() {
     let st = running_reconciled();
-    let p = run(Some(&st), &world(Some(pod(1, RunnerState::Terminated { exit_code: 0, reason: "Completed".into() }, PodPhase::Running))));
+    let p = run(
+        Some(&st),
+        &world(Some(pod(
+            1,
+            RunnerState::Terminated {
+                exit_code: 0,
+                reason: "Completed".into(),
+            },
+            PodPhase::Running,
+        ))),
+    );
     assert_eq!(p.status.phase, Some(Phase::Completed));
     assert_eq!(p.status.completion_time.as_deref(), Some(T0));
-    assert_eq!(p.actions, vec![Action::DeletePod { name: "s1-runner-1".into() }]);
+    assert_eq!(
+        p.actions,
+        vec![Action::DeletePod {
+            name: "s1-runner-1".into()
+        }]
+    );
 }
 
 #[test]
 fn a_runner_that_finished_before_we_saw_it_run_passes_through_running() {
     let p = run(
         Some(&status(Phase::Creating, 1)),
-        &world(Some(pod(1, RunnerState::Terminated { exit_code: 0, reason: "Completed".into() }, PodPhase::Succeeded))),
+        &world(Some(pod(
+            1,
+            RunnerState::Terminated {
+                exit_code: 0,
+                reason: "Completed".into(),
+            },
+            PodPhase::Succeeded,
+        ))),
     );
-    assert_eq!(p.status.phase, Some(Phase::Running), "Creating -> Completed is not a legal transition");
-    let done = run(Some(&p.status), &world(Some(pod(1, RunnerState::Terminated { exit_code: 0, reason: "Completed".into() }, PodPhase::Succeeded))));
+    assert_eq!(
+        p.status.phase,
+        Some(Phase::Running),
+        "Creating -> Completed is not a legal transition"
+    );
+    let done = run(
+        Some(&p.status),
+        &world(Some(pod(
+            1,
+            RunnerState::Terminated {
+                exit_code: 0,
+                reason: "Completed".into(),
+            },
+            PodPhase::Succeeded,
+        ))),
+    );
     assert_eq!(done.status.phase, Some(Phase::Completed));
 }
 
 #[test]
 fn desired_stopped_stops_the_session_and_clears_the_annotation() {
     let st = running_reconciled();
-    let obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
+    let obs = world(Some(pod(
+        1,
+        RunnerState::Running { ready: true },
+        PodPhase::Running,
+    )));
     let p = run_at(&spec(), Some(&st), Some(Desired::Stopped), &obs, now());
     assert_eq!(p.status.phase, Some(Phase::Stopping));
     assert_eq!(p.status.stopped_reason, Some(StoppedReason::User));
-    assert_eq!(p.actions, vec![Action::ClearDesiredPhase, Action::DeletePod { name: "s1-runner-1".into() }]);
+    assert_eq!(
+        p.actions,
+        vec![
+            Action::ClearDesiredPhase,
+            Action::DeletePod {
+                name: "s1-runner-1".into()
+            }
+        ]
+    );
     let mut gone = obs.clone();
-    gone.pod.as_mut().map(|p| p.deleting = true);
+    if let Some(p) = gone.pod.as_mut() {
+        p.deleting = true;
+    }
     let waiting = run(Some(&p.status), &gone);
     assert_eq!(waiting.status.phase, Some(Phase::Stopping));
     assert!(waiting.actions.is_empty());
@@ -332,7 +567,13 @@ fn desired_stopped_stops_the_session_and_clears_the_annotation() {
 #[test]
 fn desired_stopped_from_pending_or_creating_stops_too() {
     for phase in [Phase::Pending, Phase::Creating] {
-        let p = run_at(&spec(), Some(&status(phase.clone(), 1)), Some(Desired::Stopped), &world(None), now());
+        let p = run_at(
+            &spec(),
+            Some(&status(phase.clone(), 1)),
+            Some(Desired::Stopped),
+            &world(None),
+            now(),
+        );
         assert_eq!(p.status.phase, Some(Phase::Stopping), "{phase:?}");
         assert!(p.actions.contains(&Action::ClearDesiredPhase));
     }
@@ -343,7 +584,13 @@ fn desired_running_restarts_a_finished_session_at_attempt_1() {
     for phase in [Phase::Stopped, Phase::Completed, Phase::Failed] {
         let mut st = status(phase.clone(), 3);
         st.completion_time = Some(T0.into());
-        let p = run_at(&spec(), Some(&st), Some(Desired::Running), &world(None), now());
+        let p = run_at(
+            &spec(),
+            Some(&st),
+            Some(Desired::Running),
+            &world(None),
+            now(),
+        );
         assert_eq!(p.status.phase, Some(Phase::Pending), "{phase:?}");
         assert_eq!(p.status.attempt, Some(1));
         assert_eq!(p.status.completion_time, None);
@@ -354,10 +601,23 @@ fn desired_running_restarts_a_finished_session_at_attempt_1() {
 #[test]
 fn a_restart_waits_for_the_previous_runs_pod_to_go() {
     let st = status(Phase::Completed, 1);
-    let old = world(Some(pod(1, RunnerState::Terminated { exit_code: 0, reason: "Completed".into() }, PodPhase::Running)));
+    let old = world(Some(pod(
+        1,
+        RunnerState::Terminated {
+            exit_code: 0,
+            reason: "Completed".into(),
+        },
+        PodPhase::Running,
+    )));
     let p = run_at(&spec(), Some(&st), Some(Desired::Running), &old, now());
     assert_eq!(p.status.phase, Some(Phase::Completed));
-    assert_eq!(p.actions, vec![Action::DeletePod { name: "s1-runner-1".into() }], "annotation kept until acted on");
+    assert_eq!(
+        p.actions,
+        vec![Action::DeletePod {
+            name: "s1-runner-1".into()
+        }],
+        "annotation kept until acted on"
+    );
 }
 
 #[test]
@@ -366,18 +626,34 @@ fn a_non_interactive_session_that_runs_too_long_fails_with_timeout() {
     s.interactive = Some(false);
     s.timeout_seconds = Some(600);
     let st = running_reconciled();
-    let obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
+    let obs = world(Some(pod(
+        1,
+        RunnerState::Running { ready: true },
+        PodPhase::Running,
+    )));
     let early = run_at(&s, Some(&st), None, &obs, at(100));
     assert_eq!(early.status.phase, Some(Phase::Running));
-    assert_eq!(early.requeue, Some(Duration::from_secs(500)), "look again at the deadline");
+    assert_eq!(
+        early.requeue,
+        Some(Duration::from_secs(500)),
+        "look again at the deadline"
+    );
     let p = run_at(&s, Some(&st), None, &obs, at(600));
     assert_eq!(p.status.phase, Some(Phase::Failed));
     assert!(cond_is(&p, READY, CS::False, "Timeout"));
-    assert_eq!(p.actions, vec![Action::DeletePod { name: "s1-runner-1".into() }]);
+    assert_eq!(
+        p.actions,
+        vec![Action::DeletePod {
+            name: "s1-runner-1".into()
+        }]
+    );
     // Interactive sessions have no run timeout.
     let mut i = s.clone();
     i.interactive = Some(true);
-    assert_eq!(run_at(&i, Some(&st), None, &obs, at(6000)).status.phase, Some(Phase::Running));
+    assert_eq!(
+        run_at(&i, Some(&st), None, &obs, at(6000)).status.phase,
+        Some(Phase::Running)
+    );
 }
 
 #[test]
@@ -386,8 +662,15 @@ fn an_inactive_session_stops_with_reason_inactivity() {
     s.inactivity_timeout_seconds = Some(60);
     let mut st = running_reconciled();
     st.last_activity_time = Some(at(30).to_string());
-    let obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
-    assert_eq!(run_at(&s, Some(&st), None, &obs, at(60)).status.phase, Some(Phase::Running));
+    let obs = world(Some(pod(
+        1,
+        RunnerState::Running { ready: true },
+        PodPhase::Running,
+    )));
+    assert_eq!(
+        run_at(&s, Some(&st), None, &obs, at(60)).status.phase,
+        Some(Phase::Running)
+    );
     let p = run_at(&s, Some(&st), None, &obs, at(90));
     assert_eq!(p.status.phase, Some(Phase::Stopping));
     assert_eq!(p.status.stopped_reason, Some(StoppedReason::Inactivity));
@@ -396,7 +679,11 @@ fn an_inactive_session_stops_with_reason_inactivity() {
 #[test]
 fn last_transition_time_changes_only_when_the_condition_status_changes() {
     let st = running_reconciled();
-    let obs = world(Some(pod(1, RunnerState::Running { ready: true }, PodPhase::Running)));
+    let obs = world(Some(pod(
+        1,
+        RunnerState::Running { ready: true },
+        PodPhase::Running,
+    )));
     let later = run_at(&spec(), Some(&st), None, &obs, at(300));
     assert!(!later.status_changed, "a steady state writes nothing");
     let before = cond(&later, READY).and_then(|c| c.last_transition_time.clone());
@@ -412,10 +699,16 @@ fn last_transition_time_changes_only_when_the_condition_status_changes() {
 
 #[test]
 fn stale_pods_of_earlier_attempts_are_deleted() {
-    let mut obs = world(Some(pod(2, RunnerState::Running { ready: true }, PodPhase::Running)));
+    let mut obs = world(Some(pod(
+        2,
+        RunnerState::Running { ready: true },
+        PodPhase::Running,
+    )));
     obs.stale_pods = vec!["s1-runner-1".into()];
     let p = run(Some(&status(Phase::Creating, 2)), &obs);
-    assert!(p.actions.contains(&Action::DeletePod { name: "s1-runner-1".into() }));
+    assert!(p.actions.contains(&Action::DeletePod {
+        name: "s1-runner-1".into()
+    }));
 }
 
 #[test]
@@ -438,43 +731,67 @@ mod props {
     fn runner() -> impl Strategy<Value = RunnerState> {
         prop_oneof![
             Just(RunnerState::Unknown),
-            Just(RunnerState::Waiting { reason: "ContainerCreating".into() }),
-            Just(RunnerState::Waiting { reason: "ImagePullBackOff".into() }),
+            Just(RunnerState::Waiting {
+                reason: "ContainerCreating".into()
+            }),
+            Just(RunnerState::Waiting {
+                reason: "ImagePullBackOff".into()
+            }),
             any::<bool>().prop_map(|ready| RunnerState::Running { ready }),
-            (prop_oneof![Just(0), Just(1), Just(137)], prop_oneof![Just("Completed"), Just("Error"), Just("OOMKilled")])
-                .prop_map(|(exit_code, r)| RunnerState::Terminated { exit_code, reason: r.into() }),
+            (
+                prop_oneof![Just(0), Just(1), Just(137)],
+                prop_oneof![Just("Completed"), Just("Error"), Just("OOMKilled")]
+            )
+                .prop_map(|(exit_code, r)| RunnerState::Terminated {
+                    exit_code,
+                    reason: r.into()
+                }),
         ]
     }
 
     fn pod_view() -> impl Strategy<Value = Option<PodView>> {
-        proptest::option::of((
-            runner(),
-            prop_oneof![Just(PodPhase::Pending), Just(PodPhase::Running), Just(PodPhase::Succeeded), Just(PodPhase::Failed), Just(PodPhase::Unknown)],
-            any::<bool>(),
-            proptest::option::of(Just("Evicted".to_owned())),
+        proptest::option::of(
+            (
+                runner(),
+                prop_oneof![
+                    Just(PodPhase::Pending),
+                    Just(PodPhase::Running),
+                    Just(PodPhase::Succeeded),
+                    Just(PodPhase::Failed),
+                    Just(PodPhase::Unknown)
+                ],
+                any::<bool>(),
+                proptest::option::of(Just("Evicted".to_owned())),
+            )
+                .prop_map(|(runner, phase, deleting, reason)| PodView {
+                    name: "s1-runner-1".into(),
+                    phase,
+                    reason,
+                    deleting,
+                    runner,
+                    repos: spec().repos.unwrap_or_default(),
+                }),
         )
-            .prop_map(|(runner, phase, deleting, reason)| PodView {
-                name: "s1-runner-1".into(),
-                phase,
-                reason,
-                deleting,
-                runner,
-                repos: spec().repos.unwrap_or_default(),
-            }))
     }
 
     fn phase() -> impl Strategy<Value = Option<Phase>> {
-        proptest::option::of(proptest::sample::select(Phase::V1ALPHA2.to_vec()).prop_map(Phase::parse))
+        proptest::option::of(
+            proptest::sample::select(Phase::V1ALPHA2.to_vec()).prop_map(Phase::parse),
+        )
     }
 
-    fn notice<T: Clone + std::fmt::Debug + 'static>(target: T) -> impl Strategy<Value = Option<Notice<T>>> {
-        proptest::option::of((any::<bool>(), 0u32..5, -10i64..10).prop_map(move |(ok, failures, secs)| Notice {
-            target: target.clone(),
-            ok,
-            message: "m".into(),
-            at: at(secs),
-            failures,
-        }))
+    fn notice<T: Clone + std::fmt::Debug + 'static>(
+        target: T,
+    ) -> impl Strategy<Value = Option<Notice<T>>> {
+        proptest::option::of((any::<bool>(), 0u32..5, -10i64..10).prop_map(
+            move |(ok, failures, secs)| Notice {
+                target: target.clone(),
+                ok,
+                message: "m".into(),
+                at: at(secs),
+                failures,
+            },
+        ))
     }
 
     proptest! {

@@ -16,7 +16,8 @@ use super::tls::CertStore;
 /// What readiness depends on.
 #[derive(Debug)]
 pub struct Health {
-    certs: Arc<CertStore>,
+    /// `None` for processes that serve no TLS (the reconciler).
+    certs: Option<Arc<CertStore>>,
     shutting_down: AtomicBool,
     /// Cleared by the certificate manager until its CA is in every caBundle.
     bundles_ready: AtomicBool,
@@ -25,7 +26,16 @@ pub struct Health {
 impl Health {
     pub fn new(certs: Arc<CertStore>) -> Arc<Self> {
         Arc::new(Health {
-            certs,
+            certs: Some(certs),
+            shutting_down: AtomicBool::new(false),
+            bundles_ready: AtomicBool::new(true),
+        })
+    }
+
+    /// Readiness without a serving certificate (ready until shutdown).
+    pub fn without_tls() -> Arc<Self> {
+        Arc::new(Health {
+            certs: None,
             shutting_down: AtomicBool::new(false),
             bundles_ready: AtomicBool::new(true),
         })
@@ -43,7 +53,7 @@ impl Health {
     pub fn readiness(&self) -> Result<(), &'static str> {
         if self.shutting_down.load(Ordering::SeqCst) {
             Err("shutting down")
-        } else if !self.certs.is_loaded() {
+        } else if self.certs.as_ref().is_some_and(|c| !c.is_loaded()) {
             Err("no serving certificate loaded")
         } else if !self.bundles_ready.load(Ordering::SeqCst) {
             Err("CA not yet in every caBundle")

@@ -1,0 +1,176 @@
+//! `agentic-webhook reconcile`: the lifecycle controller.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kube::Client;
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio_util::sync::CancellationToken;
+
+use crate::duration;
+use crate::lifecycle::controller::{Context, run_controller};
+use crate::lifecycle::notice::HttpNotifier;
+use crate::lifecycle::plan::PlanConfig;
+use crate::lifecycle::world::RunnerConfig;
+use crate::server::metrics::Metrics;
+use crate::server::probes::{self, Health};
+
+#[derive(clap::Args, Debug)]
+pub struct ReconcileArgs {
+    /// Image of the runner container.
+    #[arg(
+        long,
+        env = "AGENTIC_RUNNER_IMAGE",
+        default_value = "quay.io/ambient_code/vteam_claude_runner:latest"
+    )]
+    runner_image: String,
+    /// Attempts per run before the session fails with RetriesExhausted.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i64).range(1..=100))]
+    max_attempts: i64,
+    /// Only reconcile sessions in this namespace (default: all namespaces).
+    #[arg(long, env = "AGENTIC_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Act only while holding the Lease (default on; run ≥2 replicas safely).
+    #[arg(long, overrides_with = "no_leader_election")]
+    leader_election: bool,
+    /// Act without a Lease (a single replica, or local development).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// Name of the coordination.k8s.io Lease.
+    #[arg(long, default_value = "agentic-reconciler")]
+    lease_name: String,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "agentic-system")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Plain HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8081", env = "AGENTIC_PROBE_ADDR")]
+    probe_addr: SocketAddr,
+    /// Timeout of one notice to a runner (POST /workflow, /repos).
+    #[arg(long, default_value = "5s", value_parser = duration::flag)]
+    notice_timeout: Duration,
+}
+
+pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
+    let metrics = Metrics::new();
+    let health = Health::without_tls();
+    let probe = tokio::net::TcpListener::bind(args.probe_addr)
+        .await
+        .with_context(|| format!("binding {}", args.probe_addr))?;
+    let stop = CancellationToken::new();
+    let probe_router = probes::router(health.clone(), metrics.clone());
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let _ = axum::serve(probe, probe_router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        }
+    });
+    tokio::spawn({
+        let stop = stop.clone();
+        let health = health.clone();
+        async move {
+            crate::server::termination_signal().await;
+            health.begin_shutdown();
+            stop.cancel();
+        }
+    });
+
+    let client = Client::try_default()
+        .await
+        .context("building the kube client")?;
+    let ctx = Context::new(
+        client.clone(),
+        RunnerConfig {
+            image: args.runner_image.clone(),
+        },
+        PlanConfig {
+            max_attempts: args.max_attempts,
+        },
+        Arc::new(HttpNotifier::new(args.notice_timeout)),
+        metrics,
+    );
+
+    if args.no_leader_election {
+        tracing::info!(namespace = ?args.namespace, "reconciling without leader election");
+        let token = stop.clone();
+        run_controller(ctx, args.namespace.clone(), async move {
+            token.cancelled().await
+        })
+        .await;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("agentic-reconciler-{}", std::process::id()));
+    let manager = LeaseManagerBuilder::new(client, &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(2)
+        .with_field_manager(crate::lifecycle::controller::FIELD_MANAGER)
+        .build()
+        .await
+        .context("setting up leader election")?;
+    let (mut leader, lease_task) = manager.watch().await;
+    tracing::info!(lease = %args.lease_name, %identity, "waiting for leadership");
+    loop {
+        if *leader.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(ExitCode::SUCCESS),
+            changed = leader.changed() => changed.context("lease watcher stopped")?,
+        }
+    }
+    tracing::info!(%identity, "leading: reconciling");
+    // Stop acting the moment leadership is lost; the process then exits so a
+    // fresh start re-joins the election cleanly.
+    let lost = CancellationToken::new();
+    let until = {
+        let stop = stop.clone();
+        let lost = lost.clone();
+        async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = lost.cancelled() => {}
+            }
+        }
+    };
+    let watch_lease = tokio::spawn({
+        let lost = lost.clone();
+        async move {
+            while leader.changed().await.is_ok() {
+                if !*leader.borrow() {
+                    break;
+                }
+            }
+            lost.cancel();
+            drop(leader);
+        }
+    });
+    run_controller(ctx, args.namespace.clone(), until).await;
+    watch_lease.abort();
+    let _ = lease_task.await;
+    if lost.is_cancelled() && !stop.is_cancelled() {
+        anyhow::bail!("lost leadership of lease {}", args.lease_name);
+    }
+    Ok(ExitCode::SUCCESS)
+}

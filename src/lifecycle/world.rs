@@ -1,0 +1,348 @@
+//! Between kube objects and the planner: build the runner Pod and Service a
+//! session owns, and read an observed Pod back into a [`PodView`]. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, Pod, PodSecurityContext,
+    PodSpec, Probe, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::api::KIND;
+use crate::api::annotations::RUNNER_SA;
+use crate::api::resource::AgenticSession;
+use crate::api::v1alpha2::{API_VERSION, Repo};
+
+use super::plan::{PodPhase, PodView, RunnerState, pod_name, service_name};
+
+pub const RUNNER_CONTAINER: &str = "runner";
+pub const RUNNER_PORT: i32 = 8001;
+pub const LABEL_SESSION: &str = "vteam.ambient-code/session";
+pub const LABEL_ATTEMPT: &str = "vteam.ambient-code/attempt";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "agentic-webhook";
+pub const ANNOTATION_REPOS: &str = "vteam.ambient-code/repos";
+pub const ANNOTATION_GENERATION: &str = "vteam.ambient-code/generation";
+
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    pub image: String,
+}
+
+fn owner(session: &AgenticSession) -> OwnerReference {
+    OwnerReference {
+        api_version: API_VERSION.to_owned(),
+        kind: KIND.to_owned(),
+        name: session.metadata.name.clone().unwrap_or_default(),
+        uid: session.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn labels(session: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "agentic-runner".to_owned(),
+        ),
+        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+        (LABEL_SESSION.to_owned(), session.to_owned()),
+    ])
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// The runner pod of `attempt`, built from the session's current spec.
+pub fn runner_pod(session: &AgenticSession, attempt: i64, cfg: &RunnerConfig) -> Pod {
+    let name = session.metadata.name.clone().unwrap_or_default();
+    let ns = session.metadata.namespace.clone().unwrap_or_default();
+    let spec = &session.spec;
+    let repos = spec.repos.clone().unwrap_or_default();
+    let repos_json = serde_json::to_string(&repos).unwrap_or_else(|_| "[]".into());
+
+    let mut vars = vec![
+        env("SESSION_NAME", name.clone()),
+        env("NAMESPACE", ns.clone()),
+        env("ATTEMPT", attempt.to_string()),
+        env(
+            "INITIAL_PROMPT",
+            spec.initial_prompt.clone().unwrap_or_default(),
+        ),
+        env("REPOS", repos_json.clone()),
+        env("MAIN_REPO", spec.main_repo.clone().unwrap_or_default()),
+        env("INTERACTIVE", spec.is_interactive().to_string()),
+        env("RUNNER_PORT", RUNNER_PORT.to_string()),
+    ];
+    if let Some(llm) = &spec.llm_settings {
+        if let Some(m) = &llm.model {
+            vars.push(env("LLM_MODEL", m.clone()));
+        }
+        if let Some(t) = &llm.temperature {
+            vars.push(env("LLM_TEMPERATURE", t.to_string()));
+        }
+        if let Some(n) = llm.max_tokens {
+            vars.push(env("LLM_MAX_TOKENS", n.to_string()));
+        }
+    }
+    for (k, v) in [
+        ("TIMEOUT_SECONDS", spec.timeout_seconds),
+        (
+            "INACTIVITY_TIMEOUT_SECONDS",
+            spec.inactivity_timeout_seconds,
+        ),
+    ] {
+        if let Some(v) = v {
+            vars.push(env(k, v.to_string()));
+        }
+    }
+    for (k, v) in [
+        ("STOP_ON_RUN_FINISHED", spec.stop_on_run_finished),
+        ("AUTO_PUSH_ON_COMPLETE", spec.auto_push_on_complete),
+    ] {
+        if let Some(v) = v {
+            vars.push(env(k, v.to_string()));
+        }
+    }
+    if let Some(mcp) = &spec.mcp_servers {
+        vars.push(env(
+            "MCP_SERVERS",
+            serde_json::to_string(mcp).unwrap_or_default(),
+        ));
+    }
+    // User variables last; V10 keeps them off the reserved names above.
+    for (k, v) in spec.environment_variables.iter().flatten() {
+        vars.push(env(k, v.clone()));
+    }
+
+    let mut pod_labels = labels(&name);
+    pod_labels.insert(LABEL_ATTEMPT.to_owned(), attempt.to_string());
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(&name, attempt)),
+            namespace: Some(ns),
+            labels: Some(pod_labels),
+            annotations: Some(BTreeMap::from([
+                (ANNOTATION_REPOS.to_owned(), repos_json),
+                (
+                    ANNOTATION_GENERATION.to_owned(),
+                    session.metadata.generation.unwrap_or(0).to_string(),
+                ),
+            ])),
+            owner_references: Some(vec![owner(session)]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            service_account_name: session
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RUNNER_SA))
+                .cloned(),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
+                ..PodSecurityContext::default()
+            }),
+            containers: vec![Container {
+                name: RUNNER_CONTAINER.into(),
+                image: Some(cfg.image.clone()),
+                env: Some(vars),
+                ports: Some(vec![ContainerPort {
+                    name: Some("http".into()),
+                    container_port: RUNNER_PORT,
+                    protocol: Some("TCP".into()),
+                    ..ContainerPort::default()
+                }]),
+                readiness_probe: Some(Probe {
+                    http_get: Some(HTTPGetAction {
+                        path: Some("/health".into()),
+                        port: IntOrString::Int(RUNNER_PORT),
+                        ..HTTPGetAction::default()
+                    }),
+                    period_seconds: Some(5),
+                    ..Probe::default()
+                }),
+                security_context: Some(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".into()]),
+                        add: None,
+                    }),
+                    ..SecurityContext::default()
+                }),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// `session-<name>`, port 8001, in front of the session's runner pod.
+pub fn runner_service(session: &AgenticSession) -> Service {
+    let name = session.metadata.name.clone().unwrap_or_default();
+    Service {
+        metadata: ObjectMeta {
+            name: Some(service_name(&name)),
+            namespace: session.metadata.namespace.clone(),
+            labels: Some(labels(&name)),
+            owner_references: Some(vec![owner(session)]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(BTreeMap::from([(LABEL_SESSION.to_owned(), name)])),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: RUNNER_PORT,
+                target_port: Some(IntOrString::Int(RUNNER_PORT)),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The attempt a runner pod belongs to.
+pub fn pod_attempt(pod: &Pod) -> Option<i64> {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_ATTEMPT))
+        .and_then(|a| a.parse().ok())
+}
+
+/// What the planner sees of a pod: the runner container's own state.
+pub fn pod_view(pod: &Pod) -> PodView {
+    let status = pod.status.as_ref();
+    let phase = match status.and_then(|s| s.phase.as_deref()) {
+        Some("Pending") => PodPhase::Pending,
+        Some("Running") => PodPhase::Running,
+        Some("Succeeded") => PodPhase::Succeeded,
+        Some("Failed") => PodPhase::Failed,
+        _ => PodPhase::Unknown,
+    };
+    let runner = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == RUNNER_CONTAINER))
+        .map(|c| match c.state.as_ref() {
+            Some(state) => {
+                if let Some(t) = &state.terminated {
+                    RunnerState::Terminated {
+                        exit_code: t.exit_code,
+                        reason: t.reason.clone().unwrap_or_default(),
+                    }
+                } else if state.running.is_some() {
+                    RunnerState::Running { ready: c.ready }
+                } else if let Some(w) = &state.waiting {
+                    RunnerState::Waiting {
+                        reason: w.reason.clone().unwrap_or_default(),
+                    }
+                } else {
+                    RunnerState::Unknown
+                }
+            }
+            None => RunnerState::Unknown,
+        })
+        .unwrap_or(RunnerState::Unknown);
+    let repos: Vec<Repo> = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_REPOS))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
+    PodView {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        phase,
+        reason: status.and_then(|s| s.reason.clone()),
+        deleting: pod.metadata.deletion_timestamp.is_some(),
+        runner,
+        repos,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn session() -> AgenticSession {
+        serde_json::from_value(json!({
+            "metadata": {"name": "s1", "namespace": "team-a", "uid": "u-1", "generation": 4,
+                         "annotations": {"ambient-code.io/runner-sa": "ambient-session-s1"}},
+            "spec": {"initialPrompt": "go", "repos": [{"url": "https://h/o/api", "branch": "main"}],
+                     "environmentVariables": {"LOG_LEVEL": "debug"}, "llmSettings": {"temperature": 1}}
+        }))
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_runner_pod_is_owned_named_by_attempt_and_built_from_the_spec() {
+        let pod = runner_pod(
+            &session(),
+            2,
+            &RunnerConfig {
+                image: "runner:1".into(),
+            },
+        );
+        let v = serde_json::to_value(&pod).unwrap_or_default();
+        assert_eq!(v["metadata"]["name"], "s1-runner-2");
+        assert_eq!(v["metadata"]["labels"][LABEL_ATTEMPT], "2");
+        assert_eq!(
+            v["metadata"]["ownerReferences"],
+            json!([{"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession", "name": "s1",
+                    "uid": "u-1", "controller": true, "blockOwnerDeletion": true}])
+        );
+        assert_eq!(v["spec"]["restartPolicy"], "Never");
+        assert_eq!(v["spec"]["serviceAccountName"], "ambient-session-s1");
+        let env: Vec<(String, String)> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .flat_map(|c| c.env.iter().flatten())
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert!(env.contains(&("INITIAL_PROMPT".into(), "go".into())));
+        assert!(env.contains(&("LOG_LEVEL".into(), "debug".into())));
+        assert!(env.contains(&("LLM_TEMPERATURE".into(), "1".into())));
+        assert_eq!(pod_view(&pod).repos.len(), 1);
+        assert_eq!(pod_attempt(&pod), Some(2));
+    }
+
+    #[test]
+    fn the_runner_container_state_wins_over_the_pod_phase() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "s1-runner-1"},
+            "status": {"phase": "Running", "containerStatuses": [
+                {"name": "sidecar", "ready": true, "restartCount": 0, "image": "x", "imageID": "",
+                 "state": {"running": {}}},
+                {"name": "runner", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+                 "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}
+        }))
+        .unwrap_or_default();
+        let view = pod_view(&pod);
+        assert_eq!(view.phase, PodPhase::Running);
+        assert_eq!(
+            view.runner,
+            RunnerState::Terminated {
+                exit_code: 137,
+                reason: "OOMKilled".into()
+            }
+        );
+    }
+}
