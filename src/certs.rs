@@ -53,8 +53,7 @@ pub struct PairPem {
     pub key_pem: String,
 }
 
-fn validity(params: &mut CertificateParams, lifetime: Duration) {
-    let now = OffsetDateTime::now_utc();
+fn validity(params: &mut CertificateParams, now: OffsetDateTime, lifetime: Duration) {
     // Small back-dating absorbs clock skew between us and the apiserver.
     params.not_before = now - time::Duration::minutes(5);
     params.not_after =
@@ -75,6 +74,15 @@ fn random_serial() -> SerialNumber {
 
 /// A new self-signed CA.
 pub fn generate_ca(common_name: &str, lifetime: Duration) -> Result<CaPem, CertError> {
+    generate_ca_at(common_name, OffsetDateTime::now_utc(), lifetime)
+}
+
+/// A new self-signed CA valid from `now` (less a little skew) for `lifetime`.
+pub fn generate_ca_at(
+    common_name: &str,
+    now: OffsetDateTime,
+    lifetime: Duration,
+) -> Result<CaPem, CertError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -88,7 +96,7 @@ pub fn generate_ca(common_name: &str, lifetime: Duration) -> Result<CaPem, CertE
         KeyUsagePurpose::DigitalSignature,
     ];
     params.serial_number = Some(random_serial());
-    validity(&mut params, lifetime);
+    validity(&mut params, now, lifetime);
     let cert = params.self_signed(&key)?;
     Ok(CaPem {
         cert_pem: cert.pem(),
@@ -101,6 +109,17 @@ pub fn issue_serving(
     ca: &CaPem,
     dns_names: &[String],
     ips: &[IpAddr],
+    lifetime: Duration,
+) -> Result<PairPem, CertError> {
+    issue_serving_at(ca, dns_names, ips, OffsetDateTime::now_utc(), lifetime)
+}
+
+/// [`issue_serving`] valid from `now`.
+pub fn issue_serving_at(
+    ca: &CaPem,
+    dns_names: &[String],
+    ips: &[IpAddr],
+    now: OffsetDateTime,
     lifetime: Duration,
 ) -> Result<PairPem, CertError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
@@ -128,7 +147,7 @@ pub fn issue_serving(
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
-    validity(&mut params, lifetime);
+    validity(&mut params, now, lifetime);
     let cert = params.signed_by(&key, &issuer)?;
     Ok(PairPem {
         cert_pem: cert.pem(),
@@ -155,7 +174,7 @@ pub fn issue_client(
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
-    validity(&mut params, lifetime);
+    validity(&mut params, OffsetDateTime::now_utc(), lifetime);
     let cert = params.signed_by(&key, &issuer)?;
     Ok(PairPem {
         cert_pem: cert.pem(),
@@ -200,6 +219,43 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CertError> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
     }
     Ok(())
+}
+
+/// What the certificate manager reads from a PEM certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertInfo {
+    pub not_before: i64,
+    pub not_after: i64,
+    pub serial: String,
+    pub der: Vec<u8>,
+}
+
+impl CertInfo {
+    /// Just a validity window (for timing decisions).
+    pub fn window(not_before: i64, not_after: i64) -> Self {
+        CertInfo {
+            not_before,
+            not_after,
+            serial: String::new(),
+            der: Vec::new(),
+        }
+    }
+}
+
+/// Parse the first certificate of a PEM text.
+pub fn cert_info(pem_text: &str) -> Option<CertInfo> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(CertInfo {
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        serial: cert
+            .raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        der: pem.contents.clone(),
+    })
 }
 
 /// Write `ca.crt`, `ca.key`, `tls.crt`, `tls.key` (keys 0600).

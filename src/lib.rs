@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod certmgr;
 pub mod certs;
 pub mod cli;
 pub mod client;

@@ -3,6 +3,7 @@
 mod certs;
 mod convert;
 pub mod input;
+pub mod manifests;
 pub mod migrate;
 mod reconcile;
 mod review;
@@ -51,10 +52,18 @@ enum Command {
     Review(review::ReviewArgs),
     /// Convert session files between v1alpha1 and v1alpha2 (YAML to stdout).
     Convert(convert::ConvertArgs),
+    /// Print the install YAML with the CA bundle filled in.
+    Manifests(manifests::ManifestsArgs),
     /// Rewrite every stored session in v1alpha2, then drop v1alpha1 from storedVersions.
     Migrate(migrate::MigrateArgs),
     /// Run the lifecycle controller for AgenticSessions (owns runner pods and services).
     Reconcile(reconcile::ReconcileArgs),
+}
+
+/// The webhook names in the shipped configurations (and in `review`'s output).
+pub mod review_names {
+    pub const MUTATING: &str = "mutate.agenticsessions.vteam.ambient-code";
+    pub const VALIDATING: &str = "validate.agenticsessions.vteam.ambient-code";
 }
 
 /// Rule settings shared by `serve` and `review`.
@@ -114,6 +123,15 @@ fn init_logging(format: LogFormat) {
     };
 }
 
+/// Check that `args` (without the program name) parse as this binary's
+/// command line: the manifests tests use it on the Deployments' args.
+pub fn check_args(args: &[String]) -> Result<(), String> {
+    let argv = std::iter::once("agentic-webhook".to_owned()).chain(args.iter().cloned());
+    Cli::try_parse_from(argv)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -122,6 +140,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Review(args) => review::run(&args),
         Command::Convert(args) => convert::run(&args),
+        Command::Manifests(args) => manifests::run(&args),
         Command::Migrate(args) => migrate::run(&args),
         Command::Reconcile(args) => reconcile::run(&args),
     };

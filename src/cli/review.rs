@@ -16,9 +16,7 @@ use crate::api::{GROUP, KIND, PLURAL};
 use super::PolicyArgs;
 use super::input::read_one;
 
-/// Names used in messages, as in the shipped webhook configurations.
-pub const MUTATING_WEBHOOK: &str = "mutate.agenticsessions.vteam.ambient-code";
-pub const VALIDATING_WEBHOOK: &str = "validate.agenticsessions.vteam.ambient-code";
+use super::review_names::{MUTATING as MUTATING_WEBHOOK, VALIDATING as VALIDATING_WEBHOOK};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 #[value(rename_all = "UPPERCASE")]

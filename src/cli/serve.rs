@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::admission::Policy;
+use crate::certmgr::{CertManager, ManagerConfig};
 use crate::conversion::Converter;
 use crate::duration;
 use crate::server::http::HttpLimits;
@@ -37,6 +40,35 @@ pub struct ServeArgs {
     /// Generate a localhost/127.0.0.1 certificate at start (for local use).
     #[arg(long)]
     self_signed: bool,
+    /// Manage certificates in the cluster: a CA in a Secret, a serving
+    /// certificate issued in memory and renewed, the CA injected into both
+    /// webhook configurations and the CRD.
+    #[arg(long, conflicts_with_all = ["tls_cert", "self_signed"])]
+    manage_certs: bool,
+    /// With --manage-certs: namespace of the CA Secret and of the Service.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "agentic-system")]
+    cert_namespace: String,
+    /// With --manage-certs: the CA Secret.
+    #[arg(long, default_value = "agentic-webhook-ca")]
+    ca_secret: String,
+    /// With --manage-certs: the Service the apiserver calls (its DNS names go in the certificate).
+    #[arg(long, default_value = "agentic-webhook")]
+    service_name: String,
+    /// With --manage-certs: name of both webhook configurations.
+    #[arg(long, default_value = "agentic-webhook")]
+    webhook_configuration: String,
+    /// With --manage-certs: the CRD whose conversion webhook gets the caBundle.
+    #[arg(long, default_value = crate::cli::migrate::CRD_NAME)]
+    crd_name: String,
+    /// With --manage-certs: serving certificate lifetime.
+    #[arg(long, default_value = "720h", value_parser = duration::flag)]
+    cert_lifetime: Duration,
+    /// With --manage-certs: CA lifetime.
+    #[arg(long, default_value = "87600h", value_parser = duration::flag)]
+    ca_lifetime: Duration,
+    /// With --manage-certs: renew (and rotate the CA) after this fraction of the lifetime.
+    #[arg(long, default_value_t = 2.0 / 3.0)]
+    renew_fraction: f64,
     /// With --self-signed: where to write the CA certificate (for curl --cacert).
     #[arg(long, default_value = "agentic-webhook-ca.crt")]
     ca_out: PathBuf,
@@ -95,7 +127,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         (None, None, true) => CertSource::SelfSigned {
             ca_out: args.ca_out.clone(),
         },
-        _ => anyhow::bail!("give --tls-cert and --tls-key, or --self-signed"),
+        (None, None, false) if args.manage_certs => CertSource::External,
+        _ => anyhow::bail!("give --tls-cert and --tls-key, --self-signed, or --manage-certs"),
     };
     let client_ca_pem = match &args.client_ca {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
@@ -134,12 +167,52 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(server::run(
-        cfg,
-        Handles::new(Metrics::new()),
-        policy,
-        Arc::new(Converter),
-        server::termination_signal(),
-    ))?;
+    runtime.block_on(async {
+        let handles = Handles::new(Metrics::new());
+        let stop_certs = CancellationToken::new();
+        if args.manage_certs {
+            // Not ready until our CA is in every caBundle.
+            handles.health.set_bundles_ready(false);
+            let client = kube::Client::try_default()
+                .await
+                .context("building the kube client")?;
+            let ns = &args.cert_namespace;
+            let svc = &args.service_name;
+            let manager = CertManager::new(
+                client,
+                ManagerConfig {
+                    namespace: ns.clone(),
+                    ca_secret: args.ca_secret.clone(),
+                    mutating: args.webhook_configuration.clone(),
+                    validating: args.webhook_configuration.clone(),
+                    crd: args.crd_name.clone(),
+                    dns_names: vec![
+                        svc.clone(),
+                        format!("{svc}.{ns}"),
+                        format!("{svc}.{ns}.svc"),
+                        format!("{svc}.{ns}.svc.cluster.local"),
+                    ],
+                    ips: Vec::new(),
+                    cert_lifetime: args.cert_lifetime,
+                    ca_lifetime: args.ca_lifetime,
+                    renew_fraction: args.renew_fraction,
+                },
+                handles.certs.clone(),
+                handles.health.clone(),
+                handles.metrics.clone(),
+            );
+            tokio::spawn(manager.run(stop_certs.clone()));
+        }
+        let res = server::run(
+            cfg,
+            handles,
+            policy,
+            Arc::new(Converter),
+            server::termination_signal(),
+        )
+        .await;
+        stop_certs.cancel();
+        res.map_err(anyhow::Error::from)
+    })?;
     Ok(ExitCode::SUCCESS)
 }
