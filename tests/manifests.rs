@@ -605,3 +605,50 @@ fn the_manifests_command_can_point_at_a_server_outside_the_cluster() {
         .is_err()
     );
 }
+
+#[test]
+fn the_image_runs_as_the_user_the_manifests_require_and_links_statically() {
+    let dockerfile = std::fs::read_to_string(format!("{ROOT}/Dockerfile"))
+        .unwrap_or_else(|e| panic!("Dockerfile: {e}"));
+    let stages = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .count();
+    assert!(stages >= 2, "multi-stage build");
+    assert!(dockerfile.contains("+crt-static"), "static binary");
+    assert!(dockerfile.contains("--locked"), "built from Cargo.lock");
+    let last_from = dockerfile
+        .lines()
+        .rfind(|l| l.starts_with("FROM "))
+        .unwrap_or_default();
+    assert!(
+        last_from.contains("distroless/static"),
+        "final stage carries no libc or shell: {last_from}"
+    );
+    let user = dockerfile
+        .lines()
+        .rfind(|l| l.starts_with("USER "))
+        .unwrap_or_else(|| panic!("no USER"));
+    assert_eq!(user, "USER 65532:65532");
+
+    for (dir, name) in [("base", "agentic-webhook"), ("base", "agentic-reconciler")] {
+        let docs = kustomize(dir);
+        let d: Deployment = find(&docs, "Deployment", name);
+        let psc = d
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.security_context)
+            .unwrap_or_else(|| panic!("{name}: no pod securityContext"));
+        assert_eq!(psc.run_as_user, Some(65532), "{name}");
+        assert_eq!(psc.run_as_non_root, Some(true), "{name}");
+    }
+    let ports: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("EXPOSE "))
+        .collect();
+    assert_eq!(
+        ports,
+        ["8443 8080 8081"],
+        "serve, its probes, reconciler probes"
+    );
+}
