@@ -2,6 +2,7 @@
 //!
 //! Pure core: [`api`], [`admission`], [`conversion`], [`lifecycle::plan`].
 //! Edges: [`server`], [`lifecycle::controller`], [`cli`], [`certs`].
+//! Benchmark and load-generator request bodies: [`workload`].
 
 pub mod admission;
 pub mod api;
@@ -13,3 +14,4 @@ pub mod conversion;
 pub mod duration;
 pub mod lifecycle;
 pub mod server;
+pub mod workload;

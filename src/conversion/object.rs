@@ -101,55 +101,100 @@ fn to_raw<T: Serialize>(v: &T) -> Result<Box<RawValue>, ConvertError> {
     })
 }
 
-/// Metadata parsed only when the stash is involved.
-struct MetaEdit {
-    map: Map<String, Value>,
+/// Metadata edited only when the stash is involved. Its members stay raw
+/// (managedFields alone is often half the object); only `annotations` is
+/// parsed, and the members are written back in their order.
+struct MetaEdit<'a> {
+    entries: Vec<(String, &'a RawValue)>,
+    /// `Some` once `annotations` was parsed (or created).
+    annotations: Option<Map<String, Value>>,
 }
 
-impl MetaEdit {
-    fn parse(raw: Option<&RawValue>) -> Result<Self, ConvertError> {
-        let map = match raw {
-            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| ConvertError::Decode {
-                field: "metadata".into(),
-                message: e.to_string(),
-            })?,
-            None => Map::new(),
+impl<'a> MetaEdit<'a> {
+    fn parse(raw: Option<&'a RawValue>) -> Result<Self, ConvertError> {
+        let bad = |message: String| ConvertError::Decode {
+            field: "metadata".into(),
+            message,
         };
-        Ok(MetaEdit { map })
+        let Some(raw) = raw else {
+            return Ok(MetaEdit {
+                entries: Vec::new(),
+                annotations: None,
+            });
+        };
+        if !is_json_object(raw.get()) {
+            return Err(bad("must be an object".into()));
+        }
+        let obj: RawObject<'a> = serde_json::from_str(raw.get()).map_err(|e| bad(e.to_string()))?;
+        let annotations = match obj.get("annotations") {
+            // A non-object is replaced if we must write the stash.
+            Some(a) => serde_json::from_str::<Map<String, Value>>(a.get()).ok(),
+            None => None,
+        };
+        Ok(MetaEdit {
+            entries: obj.entries,
+            annotations,
+        })
     }
 
     fn stash_annotation(&self) -> Option<&str> {
-        self.map
-            .get("annotations")
+        self.annotations
+            .as_ref()
             .and_then(|a| a.get(CONVERSION_DATA))
             .and_then(Value::as_str)
     }
 
     fn set_stash(&mut self, stash: &Stash) {
         if stash.is_empty() {
-            if let Some(Value::Object(a)) = self.map.get_mut("annotations") {
+            if let Some(a) = self.annotations.as_mut() {
                 a.remove(CONVERSION_DATA);
-                // The apiserver omits empty maps; so do we, or a round trip
-                // would add `annotations: {}`.
-                if a.is_empty() {
-                    self.map.remove("annotations");
-                }
             }
             return;
         }
-        let entry = self
-            .map
-            .entry("annotations")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !entry.is_object() {
-            *entry = Value::Object(Map::new());
+        self.annotations.get_or_insert_with(Map::new).insert(
+            CONVERSION_DATA.to_owned(),
+            Value::String(stash.to_annotation()),
+        );
+    }
+
+    /// The edited metadata, or `None` when nothing is left of it.
+    fn render(&self) -> Result<Option<String>, ConvertError> {
+        let mut out = String::from("{");
+        let mut first = true;
+        let mut push = |out: &mut String, key: &str, value: &str| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(&Value::String(key.to_owned()).to_string());
+            out.push(':');
+            out.push_str(value);
+        };
+        // The apiserver omits empty maps; so do we, or a round trip would
+        // add `annotations: {}`.
+        let annotations = match &self.annotations {
+            Some(a) if !a.is_empty() => Some(to_raw(a)?),
+            _ => None,
+        };
+        let mut wrote = false;
+        for (key, raw) in &self.entries {
+            if key == "annotations" {
+                wrote = true;
+                match (&annotations, &self.annotations) {
+                    (Some(a), _) => push(&mut out, key, a.get()),
+                    (None, Some(_)) => {}
+                    // Not an object and untouched: keep as it was.
+                    (None, None) => push(&mut out, key, raw.get()),
+                }
+            } else {
+                push(&mut out, key, raw.get());
+            }
         }
-        if let Value::Object(a) = entry {
-            a.insert(
-                CONVERSION_DATA.to_owned(),
-                Value::String(stash.to_annotation()),
-            );
+        if !wrote && let Some(a) = &annotations {
+            push(&mut out, "annotations", a.get());
         }
+        out.push('}');
+        Ok((out.len() > 2).then_some(out))
     }
 }
 
@@ -225,11 +270,7 @@ fn rewrite(json: &str, to: Version, same_version_too: bool) -> Result<Vec<u8>, C
             None => MetaEdit::parse(meta_raw)?,
         };
         edit.set_stash(&stash);
-        Some(if edit.map.is_empty() {
-            None
-        } else {
-            Some(to_raw(&edit.map)?)
-        })
+        Some(edit.render()?)
     } else {
         None
     };
@@ -255,7 +296,7 @@ fn rewrite(json: &str, to: Version, same_version_too: bool) -> Result<Vec<u8>, C
             "metadata" => {
                 wrote_meta = true;
                 match &new_meta {
-                    Some(Some(m)) => push(&mut out, key, m.get()),
+                    Some(Some(m)) => push(&mut out, key, m),
                     Some(None) => {}
                     None => push(&mut out, key, raw.get()),
                 }
@@ -277,7 +318,7 @@ fn rewrite(json: &str, to: Version, same_version_too: bool) -> Result<Vec<u8>, C
         push(&mut out, "apiVersion", &target);
     }
     if !wrote_meta && let Some(Some(m)) = &new_meta {
-        push(&mut out, "metadata", m.get());
+        push(&mut out, "metadata", m);
     }
     out.push(b'}');
     Ok(out)
