@@ -83,21 +83,65 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
+            let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+            if let Ok(false) = tokio::time::timeout_at(deadline, starts_like_tls(&tcp)).await {
+                refuse_plaintext(tcp, peer).await;
+                return;
+            }
+            let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
             serve_connection(tls, router, &limits, shutdown).await;
         });
     }
+}
+
+/// A TLS connection opens with a handshake record (0x16). Anything else is
+/// a client speaking plaintext (or garbage) to the TLS port.
+async fn starts_like_tls(tcp: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    match tcp.peek(&mut first).await {
+        Ok(1) => first[0] == 0x16,
+        // Closed or failed: let the TLS accept report it.
+        _ => true,
+    }
+}
+
+/// Say why, as Go's net/http does, instead of a bare TLS alert that a
+/// plaintext client cannot read; then close.
+async fn refuse_plaintext(mut tcp: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+    tracing::debug!(%peer, "plaintext request on the TLS port");
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        tcp.write_all(
+            b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+        ),
+    )
+    .await;
+    let _ = tcp.shutdown().await;
+    // Drain what the client already sent, briefly: closing a socket with
+    // unread data sends RST, which can destroy the answer in flight.
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        use tokio::io::AsyncReadExt;
+        let mut left = 64 * 1024usize;
+        while left > 0 {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 async fn serve_connection<S>(
