@@ -294,25 +294,25 @@ mod tests {
     fn each_workload_request_gets_the_intended_answer() {
         let p = policy();
         let body = create_legacy(1);
-        let (_, req) = review::decode(&body).expect("create decodes");
+        let (_, req) = review::decode(&body).unwrap_or_else(|e| panic!("create decodes: {e}"));
         let m = p.mutate(&req);
         assert!(m.patch.is_some(), "legacy create is patched");
         assert!(p.validate(&req).allowed(), "legacy create is allowed");
 
         let body = update_running_denied(1);
-        let (_, req) = review::decode(&body).expect("update decodes");
+        let (_, req) = review::decode(&body).unwrap_or_else(|e| panic!("update decodes: {e}"));
         let v = p.validate(&req);
         assert!(!v.allowed(), "repo change while Running is denied");
 
         let body = status_update(1);
-        let (_, req) = review::decode(&body).expect("status decodes");
+        let (_, req) = review::decode(&body).unwrap_or_else(|e| panic!("status decodes: {e}"));
         assert!(
             p.validate(&req).allowed(),
             "controller status write is allowed"
         );
 
         let body = conversion_review(3);
-        let (_, req) = creview::decode(&body).expect("conversion decodes");
+        let (_, req) = creview::decode(&body).unwrap_or_else(|e| panic!("conversion decodes: {e}"));
         let (outcome, counts) = Converter.convert(&req);
         assert!(
             matches!(outcome, creview::Outcome::Success(ref objs) if objs.len() == 3),
