@@ -9,6 +9,7 @@ pub mod field;
 pub mod git;
 pub mod mutate;
 pub mod review;
+#[cfg(test)]
 mod testkit;
 pub mod validate;
 

@@ -154,20 +154,34 @@ struct TypeOnly<'a> {
     kind: Option<Cow<'a, str>>,
 }
 
-/// The error path only: is this at least an AdmissionReview?
-fn check_type(body: &[u8]) -> Result<(), ReviewError> {
-    let Ok(t) = serde_json::from_slice::<TypeOnly<'_>>(body) else {
-        return Ok(());
-    };
+/// Which envelope field names the wrong review type.
+pub(crate) enum TypeMismatch {
+    ApiVersion(String),
+    Kind(String),
+}
+
+/// The error path of both review decoders: read only `apiVersion` and
+/// `kind`, so a wrong type is named before any detail of the request.
+pub(crate) fn type_mismatch(
+    body: &[u8],
+    version_ok: impl Fn(&str) -> bool,
+    kind: &str,
+) -> Option<TypeMismatch> {
+    let t = serde_json::from_slice::<TypeOnly<'_>>(body).ok()?;
     let api_version = t.api_version.as_deref().unwrap_or("");
-    if ReviewVersion::parse(api_version).is_none() {
-        return Err(ReviewError::WrongApiVersion(api_version.to_owned()));
+    if !version_ok(api_version) {
+        return Some(TypeMismatch::ApiVersion(api_version.to_owned()));
     }
-    let kind = t.kind.as_deref().unwrap_or("");
-    if kind != KIND {
-        return Err(ReviewError::WrongKind(kind.to_owned()));
+    let got = t.kind.as_deref().unwrap_or("");
+    (got != kind).then(|| TypeMismatch::Kind(got.to_owned()))
+}
+
+fn check_type(body: &[u8]) -> Result<(), ReviewError> {
+    match type_mismatch(body, |v| ReviewVersion::parse(v).is_some(), KIND) {
+        Some(TypeMismatch::ApiVersion(v)) => Err(ReviewError::WrongApiVersion(v)),
+        Some(TypeMismatch::Kind(k)) => Err(ReviewError::WrongKind(k)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Decode a body in one pass, classifying failures for a clear 400.

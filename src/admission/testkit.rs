@@ -1,6 +1,5 @@
 //! Test helpers: build AdmissionReview JSON the way the apiserver shapes it
 //! and run it through the same decode → rules path as the webhook.
-#![cfg(test)]
 
 use serde_json::{Value, json};
 

@@ -74,28 +74,13 @@ struct Envelope<'a> {
     request: Option<ConversionRequest<'a>>,
 }
 
-#[derive(Deserialize)]
-struct TypeOnly<'a> {
-    #[serde(rename = "apiVersion", borrow, default)]
-    api_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
-}
-
-/// The error path only: is this at least a ConversionReview?
 fn check_type(body: &[u8]) -> Result<(), ReviewError> {
-    let Ok(t) = serde_json::from_slice::<TypeOnly<'_>>(body) else {
-        return Ok(());
-    };
-    let api_version = t.api_version.as_deref().unwrap_or("");
-    if ReviewVersion::parse(api_version).is_none() {
-        return Err(ReviewError::WrongApiVersion(api_version.to_owned()));
+    use crate::admission::review::{TypeMismatch, type_mismatch};
+    match type_mismatch(body, |v| ReviewVersion::parse(v).is_some(), KIND) {
+        Some(TypeMismatch::ApiVersion(v)) => Err(ReviewError::WrongApiVersion(v)),
+        Some(TypeMismatch::Kind(k)) => Err(ReviewError::WrongKind(k)),
+        None => Ok(()),
     }
-    let kind = t.kind.as_deref().unwrap_or("");
-    if kind != KIND {
-        return Err(ReviewError::WrongKind(kind.to_owned()));
-    }
-    Ok(())
 }
 
 pub fn decode(body: &[u8]) -> Result<(ReviewVersion, ConversionRequest<'_>), ReviewError> {
