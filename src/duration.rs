@@ -47,6 +47,14 @@ pub fn flag(s: &str) -> Result<Duration, String> {
     parse(s).map_err(|e| e.to_string())
 }
 
+/// clap value parser for timeouts, where zero would fail everything.
+pub fn positive_flag(s: &str) -> Result<Duration, String> {
+    match flag(s)? {
+        Duration::ZERO => Err(format!("{s:?} must be greater than zero")),
+        d => Ok(d),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

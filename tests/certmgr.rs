@@ -97,19 +97,19 @@ fn crd(bundle: Option<&str>) -> Value {
 }
 
 /// The three objects, already carrying `bundle` (or none).
-fn targets(bundle: Option<&str>) -> Vec<(u16, Value)> {
+fn targets(bundle: Option<&str>) -> Vec<Value> {
     vec![
-        ok(webhook_config(
+        webhook_config(
             "MutatingWebhookConfiguration",
             "mutate.agenticsessions.vteam.ambient-code",
             bundle,
-        )),
-        ok(webhook_config(
+        ),
+        webhook_config(
             "ValidatingWebhookConfiguration",
             "validate.agenticsessions.vteam.ambient-code",
             bundle,
-        )),
-        ok(crd(bundle)),
+        ),
+        crd(bundle),
     ]
 }
 
@@ -180,12 +180,12 @@ async fn the_first_replica_creates_the_ca_injects_it_everywhere_and_then_becomes
     ];
     let t = targets(None);
     script.extend([
-        t[0].clone(),
-        ok(t[0].1.clone()),
-        t[1].clone(),
-        ok(t[1].1.clone()),
-        t[2].clone(),
-        ok(t[2].1.clone()),
+        ok(t[0].clone()),
+        ok(t[0].clone()),
+        ok(t[1].clone()),
+        ok(t[1].clone()),
+        ok(t[2].clone()),
+        ok(t[2].clone()),
     ]);
     let (client, log) = mockapi::client(script);
     let (mut m, h) = manager(client, &now);
@@ -236,7 +236,11 @@ async fn a_replica_that_loses_the_create_race_uses_the_winners_ca() {
         status(409, "AlreadyExists"),
         ok(secret(&winner, None)),
     ];
-    script.extend(targets(Some(&format!("{}\n", winner.cert_pem.trim_end()))));
+    script.extend(
+        targets(Some(&format!("{}\n", winner.cert_pem.trim_end())))
+            .into_iter()
+            .map(ok),
+    );
     let (client, log) = mockapi::client(script);
     let (mut m, h) = manager(client, &now);
     m.step().await.unwrap_or_else(|e| panic!("{e}"));
@@ -262,11 +266,11 @@ async fn the_serving_certificate_is_renewed_in_memory_without_a_restart() {
     let ca = ca_at(T0);
     let bundle = format!("{}\n", ca.cert_pem.trim_end());
     let mut script = vec![ok(secret(&ca, None))];
-    script.extend(targets(Some(&bundle)));
+    script.extend(targets(Some(&bundle)).into_iter().map(ok));
     script.push(ok(secret(&ca, None)));
-    script.extend(targets(Some(&bundle)));
+    script.extend(targets(Some(&bundle)).into_iter().map(ok));
     script.push(ok(secret(&ca, None)));
-    script.extend(targets(Some(&bundle)));
+    script.extend(targets(Some(&bundle)).into_iter().map(ok));
     let (client, _log) = mockapi::client(script);
     let (mut m, h) = manager(client, &now);
     m.step().await.unwrap_or_else(|e| panic!("{e}"));
@@ -307,12 +311,12 @@ async fn a_rotated_ca_shares_every_bundle_with_the_old_one_until_it_expires() {
     let script = vec![
         ok(secret(&old, None)),
         ok(secret(&old, None)),
-        t[0].clone(),
-        ok(t[0].1.clone()),
-        t[1].clone(),
-        ok(t[1].1.clone()),
-        t[2].clone(),
-        ok(t[2].1.clone()),
+        ok(t[0].clone()),
+        ok(t[0].clone()),
+        ok(t[1].clone()),
+        ok(t[1].clone()),
+        ok(t[2].clone()),
+        ok(t[2].clone()),
     ];
     let (client, log) = mockapi::client(script);
     let (mut m, h) = manager(client, &now);
@@ -362,12 +366,12 @@ async fn a_rotated_ca_shares_every_bundle_with_the_old_one_until_it_expires() {
     let t = targets(Some(&both));
     let (client, log) = mockapi::client(vec![
         ok(secret(&rotated, Some(&old.cert_pem))),
-        t[0].clone(),
-        ok(t[0].1.clone()),
-        t[1].clone(),
-        ok(t[1].1.clone()),
-        t[2].clone(),
-        ok(t[2].1.clone()),
+        ok(t[0].clone()),
+        ok(t[0].clone()),
+        ok(t[1].clone()),
+        ok(t[1].clone()),
+        ok(t[2].clone()),
+        ok(t[2].clone()),
     ]);
     let (mut m, _h) = manager(client, &now);
     m.step().await.unwrap_or_else(|e| panic!("{e}"));
@@ -384,8 +388,8 @@ async fn readiness_stays_false_while_a_bundle_cannot_be_injected() {
     let t = targets(Some(&bundle));
     let (client, _log) = mockapi::client(vec![
         ok(secret(&ca, None)),
-        t[0].clone(),
-        t[1].clone(),
+        ok(t[0].clone()),
+        ok(t[1].clone()),
         status(404, "NotFound"),
     ]);
     let (mut m, h) = manager(client, &now);

@@ -6,14 +6,22 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use agentic_webhook::api::resource::AgenticSession;
-use agentic_webhook::lifecycle::controller::{Context, reconcile};
+use agentic_webhook::apiclient;
+use agentic_webhook::lifecycle::controller::{
+    Context, Error, error_policy, reconcile, run_controller,
+};
 use agentic_webhook::lifecycle::notice::{NoticeBody, NoticeFuture, RunnerNotifier};
 use agentic_webhook::lifecycle::plan::PlanConfig;
 use agentic_webhook::lifecycle::world::RunnerConfig;
 use agentic_webhook::server::metrics::Metrics;
-use common::mockapi::{self, Log, lines, ok, status};
+use common::mockapi::{
+    self, Log, Recorded, Reply, event, lines, ok, quiet, stall, status, status_body, watch,
+};
 use jiff::Timestamp;
+use kube::runtime::controller::Action;
 use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::time::Instant;
 
 const SESSIONS: &str = "/apis/vteam.ambient-code/v1alpha2/namespaces/team-a/agenticsessions";
 const PODS: &str = "/api/v1/namespaces/team-a/pods";
@@ -98,7 +106,7 @@ fn ctx(client: kube::Client, notifier: Arc<StubNotifier>) -> Arc<Context> {
 
 async fn reconcile_json(
     obj: Value,
-    script: Vec<(u16, Value)>,
+    script: Vec<mockapi::Reply>,
     notifier: Arc<StubNotifier>,
 ) -> (Log, Result<(), String>) {
     let (client, log) = mockapi::client(script);
@@ -356,8 +364,7 @@ async fn a_pod_that_already_exists_is_adopted_not_duplicated() {
 
 #[tokio::test]
 async fn api_errors_requeue_with_growing_backoff_and_are_counted() {
-    use agentic_webhook::lifecycle::controller::{error_policy, export_phases};
-    use kube::runtime::controller::Action;
+    use agentic_webhook::lifecycle::controller::export_phases;
     let (client, _log) = mockapi::client(vec![]);
     let metrics = Metrics::new();
     let ctx = Context::new(
@@ -378,7 +385,6 @@ async fn api_errors_requeue_with_growing_backoff_and_are_counted() {
             .unwrap_or_else(|| panic!("500s must fail"));
         delays.push(error_policy(s.clone(), &err, ctx.clone()));
     }
-    use std::time::Duration;
     assert_eq!(
         delays,
         vec![
@@ -408,5 +414,264 @@ async fn api_errors_requeue_with_growing_backoff_and_are_counted() {
     assert!(
         text.contains("agentic_webhook_reconcile_duration_seconds_count 3"),
         "{text}"
+    );
+}
+
+fn parse(obj: Value) -> Arc<AgenticSession> {
+    Arc::new(serde_json::from_value(obj).unwrap_or_else(|e| panic!("{e}")))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_api_call_times_out_is_retried_with_backoff_and_creates_no_second_pod() {
+    let obj = session(json!({"phase": "Pending", "attempt": 1}), json!({}));
+    // The apiserver created the pod, but its answer never came back.
+    let created = runner_pod(
+        1,
+        json!({"waiting": {"reason": "ContainerCreating"}}),
+        false,
+    );
+    let (client, log) = mockapi::client_with_deadline(
+        vec![
+            ok(pod_list(vec![])),
+            ok(service()),
+            stall(),
+            ok(pod_list(vec![created])),
+            ok(service()),
+            ok(obj.clone()),
+        ],
+        Duration::from_secs(30),
+    );
+    let ctx = ctx(client, Arc::new(StubNotifier::default()));
+    let s = parse(obj);
+
+    let started = Instant::now();
+    let err = reconcile(s.clone(), ctx.clone())
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a stalled create must fail the reconcile"));
+    let waited = started.elapsed();
+    assert!(
+        matches!(&err, Error::Kube(e) if apiclient::is_timeout(e)),
+        "{err}"
+    );
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "gave up after the 30s deadline, not before or long after: {waited:?}"
+    );
+    assert_eq!(
+        error_policy(s.clone(), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(1))
+    );
+
+    reconcile(s, ctx).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        lines(&log),
+        vec![
+            list_pods(),
+            format!("GET {SERVICES}/session-s1"),
+            format!("POST {PODS}?"),
+            list_pods(),
+            format!("GET {SERVICES}/session-s1"),
+            status_apply(),
+        ],
+        "the retry sees the pod the stalled call created and does not create another"
+    );
+    let rec = mockapi::recorded(&log);
+    let st = rec.last().and_then(|r| r.body.clone()).unwrap_or_default();
+    assert_eq!(st["status"]["phase"], "Creating", "the status is not lost");
+    assert_eq!(st["status"]["attempt"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_that_outlives_its_deadline_is_abandoned_and_requeued() {
+    let obj = session(json!({"phase": "Pending", "attempt": 1}), json!({}));
+    // No response deadline on this client: the whole-reconcile bound must act.
+    let (client, log) = mockapi::client(vec![ok(pod_list(vec![])), stall()]);
+    let metrics = Metrics::new();
+    let ctx = Context::new(
+        client,
+        RunnerConfig { image: "r".into() },
+        PlanConfig::default(),
+        Arc::new(StubNotifier::default()),
+        metrics.clone(),
+    )
+    .with_reconcile_timeout(Duration::from_secs(10));
+    let s = parse(obj);
+    let err = reconcile(s.clone(), ctx.clone())
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a hung reconcile must fail"));
+    assert_eq!(err.to_string(), "reconcile did not finish within 10s");
+    assert_eq!(
+        error_policy(s, &err, ctx),
+        Action::requeue(Duration::from_secs(1))
+    );
+    assert_eq!(
+        lines(&log),
+        vec![list_pods(), format!("GET {SERVICES}/session-s1")]
+    );
+    assert!(
+        metrics
+            .render()
+            .contains(r#"agentic_webhook_reconciles_total{result="error"} 1"#)
+    );
+}
+
+fn named(name: &str, resource_version: &str) -> Value {
+    let mut s = session(
+        json!({"phase": "Completed", "attempt": 1, "startTime": "2026-11-23T05:00:00Z",
+               "completionTime": "2026-11-23T05:30:00Z"}),
+        json!({}),
+    );
+    s["metadata"]["name"] = json!(name);
+    s["metadata"]["uid"] = json!(format!("uid-{name}"));
+    s["metadata"]["resourceVersion"] = json!(resource_version);
+    s
+}
+
+fn session_list(items: Vec<Value>, resource_version: &str) -> Value {
+    json!({"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSessionList",
+           "metadata": {"resourceVersion": resource_version}, "items": items})
+}
+
+/// Session list/watch traffic scripted per call; owned pods and services
+/// are quiet; a reconcile's reads find nothing to do.
+fn cluster() -> impl FnMut(&Recorded) -> Reply + Send + 'static {
+    let (mut lists, mut watches) = (0, 0);
+    move |r: &Recorded| {
+        let path = r.uri.split('?').next().unwrap_or_default();
+        match (r.method.as_str(), path) {
+            ("GET", SESSIONS) if r.is_watch() => {
+                watches += 1;
+                match watches {
+                    // The connection closes after one change.
+                    1 => watch(vec![event("MODIFIED", named("s1", "11"))]),
+                    // The resume point fell out of the watch cache.
+                    2 => watch(vec![event("ERROR", status_body(410, "Expired"))]),
+                    _ => quiet(vec![]),
+                }
+            }
+            ("GET", SESSIONS) => {
+                lists += 1;
+                match lists {
+                    1 => stall(),
+                    2 => status(500, "InternalError"),
+                    3 => ok(session_list(vec![named("s1", "10")], "10")),
+                    _ => ok(session_list(
+                        vec![named("s1", "11"), named("s2", "19")],
+                        "20",
+                    )),
+                }
+            }
+            ("GET", PODS | SERVICES) if r.is_watch() => quiet(vec![]),
+            ("GET", PODS) => ok(pod_list(vec![])),
+            ("GET", SERVICES) => ok(
+                json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {"resourceVersion": "50"}, "items": []}),
+            ),
+            ("GET", p) if p.starts_with(SERVICES) => ok(service()),
+            _ => status(405, "MethodNotAllowed"),
+        }
+    }
+}
+
+fn reconciled(log: &Log, name: &str) -> usize {
+    let selector = format!("labelSelector=vteam.ambient-code%2Fsession%3D{name}");
+    lines(log).iter().filter(|l| l.contains(&selector)).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_controller_outlasts_a_hung_list_api_errors_a_closed_watch_and_410_gone() {
+    let (client, log) = mockapi::routed(cluster(), Duration::from_secs(30));
+    let metrics = Metrics::new();
+    let ctx = Context::new(
+        client,
+        RunnerConfig { image: "r".into() },
+        PlanConfig::default(),
+        Arc::new(StubNotifier::default()),
+        metrics.clone(),
+    )
+    .with_clock(clock);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let controller = tokio::spawn(run_controller(ctx, Some("team-a".into()), {
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
+    }));
+
+    // s2 only exists in the list made after the 410.
+    let waited = tokio::time::timeout(Duration::from_secs(600), async {
+        while reconciled(&log, "s2") == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let rec = mockapi::recorded(&log);
+    let all: Vec<String> = rec.iter().map(Recorded::line).collect();
+    assert!(waited.is_ok(), "s2 was never reconciled: {all:#?}");
+    assert!(
+        !controller.is_finished(),
+        "the controller must not exit on watch errors"
+    );
+
+    let sessions: Vec<&Recorded> = rec
+        .iter()
+        .filter(|r| r.method == "GET" && r.uri.starts_with(&format!("{SESSIONS}?")))
+        .collect();
+    let list_at: Vec<Instant> = sessions
+        .iter()
+        .filter(|r| !r.is_watch())
+        .map(|r| r.at)
+        .collect();
+    let watches: Vec<&&Recorded> = sessions.iter().filter(|r| r.is_watch()).collect();
+    assert_eq!(list_at.len(), 4, "{all:#?}");
+    assert_eq!(watches.len(), 3, "{all:#?}");
+    let gap = |a: Instant, b: Instant| b.duration_since(a);
+    assert!(
+        gap(list_at[0], list_at[1]) >= Duration::from_millis(30_800),
+        "the hung list is cut at the 30s deadline, then backed off: {:?}",
+        gap(list_at[0], list_at[1])
+    );
+    assert!(
+        gap(list_at[1], list_at[2]) >= Duration::from_millis(1_600),
+        "the second error in a row waits longer: {:?}",
+        gap(list_at[1], list_at[2])
+    );
+    assert!(
+        watches[0].uri.contains("resourceVersion=10"),
+        "{}",
+        watches[0].uri
+    );
+    assert!(
+        watches[1].uri.contains("resourceVersion=11"),
+        "a closed watch resumes from the last event seen, without a re-list: {}",
+        watches[1].uri
+    );
+    assert!(watches[1].at < list_at[3]);
+    assert!(
+        gap(watches[1].at, list_at[3]) >= Duration::from_millis(800),
+        "410 Gone re-lists after a backoff: {:?}",
+        gap(watches[1].at, list_at[3])
+    );
+    assert!(
+        watches[2].uri.contains("resourceVersion=20"),
+        "{}",
+        watches[2].uri
+    );
+    assert!(reconciled(&log, "s1") >= 1);
+    let text = metrics.render();
+    assert!(
+        text.contains("agentic_webhook_watch_errors_total 3"),
+        "hung list, 500 and 410 are each counted: {text}"
+    );
+    assert!(
+        !all.iter()
+            .any(|l| l.starts_with("POST") || l.starts_with("DELETE")),
+        "finished sessions get no pods: {all:#?}"
+    );
+
+    stop.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), controller).await;
+    assert!(
+        matches!(stopped, Ok(Ok(()))),
+        "the controller stops when asked"
     );
 }

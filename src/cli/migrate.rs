@@ -8,6 +8,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -18,6 +19,7 @@ use serde_json::json;
 
 use crate::api::{GROUP, KIND, PLURAL, Version};
 use crate::conversion::normalize_object;
+use crate::duration;
 
 pub const CRD_NAME: &str = "agenticsessions.vteam.ambient-code";
 const CONFLICT_RETRIES: usize = 5;
@@ -37,6 +39,10 @@ pub struct MigrateArgs {
     /// Groups for --as; repeatable.
     #[arg(long = "as-group", value_name = "GROUP")]
     as_groups: Vec<String>,
+    /// Longest wait for the headers of one Kubernetes API response (watches
+    /// stream after their headers and are not cut).
+    #[arg(long, default_value = "30s", value_parser = duration::positive_flag)]
+    api_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -226,7 +232,8 @@ pub fn run(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
                 config.auth_info.impersonate_groups = Some(args.as_groups.clone());
             }
         }
-        let client = Client::try_from(config).context("building the kube client")?;
+        let client = crate::apiclient::from_config(config, args.api_timeout)
+            .context("building the kube client")?;
         let opts = Options {
             dry_run: args.dry_run,
             page_size: args.page_size,

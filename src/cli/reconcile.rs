@@ -6,17 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio_util::sync::CancellationToken;
 
-use crate::duration;
 use crate::lifecycle::controller::{Context, run_controller};
 use crate::lifecycle::notice::HttpNotifier;
 use crate::lifecycle::plan::PlanConfig;
 use crate::lifecycle::world::RunnerConfig;
 use crate::server::metrics::Metrics;
 use crate::server::probes::{self, Health};
+use crate::{apiclient, duration};
 
 #[derive(clap::Args, Debug)]
 pub struct ReconcileArgs {
@@ -54,6 +53,14 @@ pub struct ReconcileArgs {
     /// Timeout of one notice to a runner (POST /workflow, /repos).
     #[arg(long, default_value = "5s", value_parser = duration::flag)]
     notice_timeout: Duration,
+    /// Longest wait for the headers of one Kubernetes API response (watches
+    /// stream after their headers and are not cut).
+    #[arg(long, default_value = "30s", value_parser = duration::positive_flag)]
+    api_timeout: Duration,
+    /// Longest one reconcile may take (API calls, notices, conflict
+    /// retries); past it the attempt is dropped and requeued with backoff.
+    #[arg(long, default_value = "2m", value_parser = duration::positive_flag)]
+    reconcile_timeout: Duration,
 }
 
 pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
@@ -90,7 +97,7 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         }
     });
 
-    let client = Client::try_default()
+    let client = apiclient::infer(args.api_timeout)
         .await
         .context("building the kube client")?;
     let ctx = Context::new(
@@ -103,7 +110,8 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         },
         Arc::new(HttpNotifier::new(args.notice_timeout)),
         metrics,
-    );
+    )
+    .with_reconcile_timeout(args.reconcile_timeout);
 
     if args.no_leader_election {
         tracing::info!(namespace = ?args.namespace, "reconciling without leader election");

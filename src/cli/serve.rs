@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// With --manage-certs: renew (and rotate the CA) after this fraction of the lifetime.
     #[arg(long, default_value_t = 2.0 / 3.0)]
     renew_fraction: f64,
+    /// With --manage-certs: longest wait for the headers of one Kubernetes
+    /// API response.
+    #[arg(long, default_value = "30s", value_parser = duration::positive_flag)]
+    api_timeout: Duration,
     /// With --self-signed: where to write the CA certificate (for curl --cacert).
     #[arg(long, default_value = "agentic-webhook-ca.crt")]
     ca_out: PathBuf,
@@ -173,7 +177,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if args.manage_certs {
             // Not ready until our CA is in every caBundle.
             handles.health.set_bundles_ready(false);
-            let client = kube::Client::try_default()
+            let client = crate::apiclient::infer(args.api_timeout)
                 .await
                 .context("building the kube client")?;
             let ns = &args.cert_namespace;

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::{Action as Requeue, Controller, Error as ControllerError};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -34,6 +34,10 @@ pub const FIELD_MANAGER: &str = "agentic-reconciler";
 const CONFLICT_RETRIES: usize = 3;
 /// Look at every session at least this often, events or not.
 const RESYNC: Duration = Duration::from_secs(300);
+/// Default bound on one whole reconcile (all its API calls, notices and
+/// conflict retries); past it the attempt is dropped and requeued with
+/// backoff. Every step is idempotent, so an abandoned attempt is safe.
+pub const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -45,6 +49,8 @@ pub enum Error {
     Missing(&'static str),
     #[error("status write conflicted {0} times in a row")]
     Conflicts(usize),
+    #[error("reconcile did not finish within {0:?}")]
+    Timeout(Duration),
 }
 
 #[derive(Default)]
@@ -61,6 +67,7 @@ pub struct Context {
     pub notifier: Arc<dyn RunnerNotifier>,
     pub metrics: Arc<Metrics>,
     pub clock: fn() -> Timestamp,
+    pub reconcile_timeout: Duration,
     notices: Mutex<HashMap<(String, String), NoticeState>>,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
@@ -80,15 +87,26 @@ impl Context {
             notifier,
             metrics,
             clock: Timestamp::now,
+            reconcile_timeout: DEFAULT_RECONCILE_TIMEOUT,
             notices: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn with_clock(self: Arc<Self>, clock: fn() -> Timestamp) -> Arc<Self> {
+        self.edit(|ctx| ctx.clock = clock)
+    }
+
+    pub fn with_reconcile_timeout(self: Arc<Self>, timeout: Duration) -> Arc<Self> {
+        self.edit(|ctx| ctx.reconcile_timeout = timeout)
+    }
+
+    /// Settings are applied before the context is shared; once shared they
+    /// are fixed.
+    fn edit(self: Arc<Self>, f: impl FnOnce(&mut Context)) -> Arc<Self> {
         match Arc::try_unwrap(self) {
             Ok(mut ctx) => {
-                ctx.clock = clock;
+                f(&mut ctx);
                 Arc::new(ctx)
             }
             Err(shared) => shared,
@@ -107,7 +125,12 @@ fn key(s: &AgenticSession) -> (String, String) {
 /// Reconcile one session (kube-runtime calls this).
 pub async fn reconcile(session: Arc<AgenticSession>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
-    let result = reconcile_with_retry(session.clone(), &ctx).await;
+    let result = tokio::time::timeout(
+        ctx.reconcile_timeout,
+        reconcile_with_retry(session.clone(), &ctx),
+    )
+    .await
+    .unwrap_or(Err(Error::Timeout(ctx.reconcile_timeout)));
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -438,12 +461,21 @@ pub async fn run_controller(
             export_phases(&metrics, &store.state());
         }
     });
+    let metrics = ctx.metrics.clone();
     controller
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "controller event");
+        .for_each(|res| {
+            match res {
+                // The watcher re-lists or re-watches after the trigger backoff.
+                Err(ControllerError::QueueError(e)) => {
+                    metrics.watch_errors.inc();
+                    tracing::warn!(error = %e, "watch failed; retrying with backoff");
+                }
+                // Reconcile failures are logged by error_policy.
+                Err(e) => tracing::debug!(error = %e, "controller event"),
+                Ok(_) => {}
             }
+            async {}
         })
         .await;
     exporter.abort();

@@ -82,6 +82,7 @@ pub struct Metrics {
     pub cert_reloads: Family<ResultLabel, Counter>,
     pub reconciles: Family<ResultLabel, Counter>,
     pub reconcile_errors: Counter,
+    pub watch_errors: Counter,
     pub reconcile_duration: Histogram,
     pub sessions: Family<PhaseLabel, Gauge>,
 }
@@ -104,6 +105,7 @@ impl Metrics {
         let cert_reloads = Family::<ResultLabel, Counter>::default();
         let reconciles = Family::<ResultLabel, Counter>::default();
         let reconcile_errors = Counter::default();
+        let watch_errors = Counter::default();
         let reconcile_duration = reconcile_histogram();
         let sessions = Family::<PhaseLabel, Gauge>::default();
 
@@ -173,6 +175,11 @@ impl Metrics {
             reconcile_errors.clone(),
         );
         registry.register(
+            "agentic_webhook_watch_errors",
+            "List or watch failures of the reconciler's informers, each retried with backoff",
+            watch_errors.clone(),
+        );
+        registry.register(
             "agentic_webhook_reconcile_duration_seconds",
             "Time spent in one reconciliation",
             reconcile_duration.clone(),
@@ -198,6 +205,7 @@ impl Metrics {
             cert_reloads,
             reconciles,
             reconcile_errors,
+            watch_errors,
             reconcile_duration,
             sessions,
         })
