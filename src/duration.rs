@@ -71,4 +71,15 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn timeouts_must_be_positive() {
+        assert_eq!(positive_flag("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(
+            positive_flag("0s"),
+            Err("\"0s\" must be greater than zero".to_owned())
+        );
+        assert!(positive_flag("0").is_err());
+        assert!(positive_flag("soon").is_err());
+    }
 }
