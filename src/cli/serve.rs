@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// How often to check the certificate files besides watching their directories.
     #[arg(long, default_value = "5s", value_parser = duration::flag)]
     cert_poll_interval: Duration,
+    /// After connections close, give freed heap back to the OS at most this
+    /// often (0 disables).
+    #[arg(long, default_value = "10s", value_parser = duration::flag)]
+    memory_trim_interval: Duration,
     /// Oldest TLS version accepted.
     #[arg(long, value_enum, default_value = "1.2")]
     tls_min_version: MinTlsVersion,
@@ -163,6 +167,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..HttpLimits::default()
         },
         cert_poll_interval: args.cert_poll_interval,
+        memory_trim_interval: args.memory_trim_interval,
         shutdown_delay: args.shutdown_delay,
         shutdown_grace: args.shutdown_grace,
     };

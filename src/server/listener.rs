@@ -83,6 +83,7 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
+            let _closed = super::memory::CloseCounter;
             let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
             if let Ok(false) = tokio::time::timeout_at(deadline, starts_like_tls(&tcp)).await {
                 refuse_plaintext(tcp, peer).await;

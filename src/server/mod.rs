@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod probes;
 pub mod reload;
@@ -47,6 +48,8 @@ pub struct ServeConfig {
     pub conn: listener::ConnLimits,
     pub http: http::HttpLimits,
     pub cert_poll_interval: Duration,
+    /// How often to consider giving freed heap back to the OS (zero: never).
+    pub memory_trim_interval: Duration,
     /// Keep serving this long after SIGTERM with /readyz false, so endpoints
     /// are updated before the listener closes.
     pub shutdown_delay: Duration,
@@ -168,6 +171,10 @@ pub async fn run(
 
     let app = http::App::new(admission, conversion, metrics.clone(), cfg.http.clone());
     let router = http::router(app);
+    tokio::spawn(memory::trim_after_closes(
+        cfg.memory_trim_interval,
+        shutdown.clone(),
+    ));
     let accept = tokio::spawn(listener::serve(
         https,
         TlsAcceptor::from(tls_config),
