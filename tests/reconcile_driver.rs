@@ -92,6 +92,14 @@ fn service() -> Value {
 }
 
 fn ctx(client: kube::Client, notifier: Arc<StubNotifier>) -> Arc<Context> {
+    ctx_with_metrics(client, notifier, Metrics::new())
+}
+
+fn ctx_with_metrics(
+    client: kube::Client,
+    notifier: Arc<StubNotifier>,
+    metrics: Arc<Metrics>,
+) -> Arc<Context> {
     Context::new(
         client,
         RunnerConfig {
@@ -99,7 +107,7 @@ fn ctx(client: kube::Client, notifier: Arc<StubNotifier>) -> Arc<Context> {
         },
         PlanConfig::default(),
         notifier,
-        Metrics::new(),
+        metrics,
     )
     .with_clock(clock)
 }
@@ -367,13 +375,7 @@ async fn api_errors_requeue_with_growing_backoff_and_are_counted() {
     use agentic_webhook::lifecycle::controller::export_phases;
     let (client, _log) = mockapi::client(vec![]);
     let metrics = Metrics::new();
-    let ctx = Context::new(
-        client,
-        RunnerConfig { image: "r".into() },
-        PlanConfig::default(),
-        Arc::new(StubNotifier::default()),
-        metrics.clone(),
-    );
+    let ctx = ctx_with_metrics(client, Arc::new(StubNotifier::default()), metrics.clone());
     let s: Arc<AgenticSession> = Arc::new(
         serde_json::from_value(session(json!({"phase": "Pending"}), json!({}))).unwrap_or_default(),
     );
@@ -488,14 +490,8 @@ async fn a_reconcile_that_outlives_its_deadline_is_abandoned_and_requeued() {
     // No response deadline on this client: the whole-reconcile bound must act.
     let (client, log) = mockapi::client(vec![ok(pod_list(vec![])), stall()]);
     let metrics = Metrics::new();
-    let ctx = Context::new(
-        client,
-        RunnerConfig { image: "r".into() },
-        PlanConfig::default(),
-        Arc::new(StubNotifier::default()),
-        metrics.clone(),
-    )
-    .with_reconcile_timeout(Duration::from_secs(10));
+    let ctx = ctx_with_metrics(client, Arc::new(StubNotifier::default()), metrics.clone())
+        .with_reconcile_timeout(Duration::from_secs(10));
     let s = parse(obj);
     let err = reconcile(s.clone(), ctx.clone())
         .await
@@ -583,14 +579,7 @@ fn reconciled(log: &Log, name: &str) -> usize {
 async fn the_controller_outlasts_a_hung_list_api_errors_a_closed_watch_and_410_gone() {
     let (client, log) = mockapi::routed(cluster(), Duration::from_secs(30));
     let metrics = Metrics::new();
-    let ctx = Context::new(
-        client,
-        RunnerConfig { image: "r".into() },
-        PlanConfig::default(),
-        Arc::new(StubNotifier::default()),
-        metrics.clone(),
-    )
-    .with_clock(clock);
+    let ctx = ctx_with_metrics(client, Arc::new(StubNotifier::default()), metrics.clone());
     let stop = tokio_util::sync::CancellationToken::new();
     let controller = tokio::spawn(run_controller(ctx, Some("team-a".into()), {
         let stop = stop.clone();
