@@ -14,9 +14,6 @@ use kube::client::ClientBuilder;
 use kube::{Client, Config};
 use tower::timeout::TimeoutLayer;
 
-/// Default bound on the wait for an API response's headers.
-pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The layer that fails a request whose response has not started within
 /// `timeout` (`kube::Error::Service` wrapping tower's `Elapsed`).
 pub fn deadline(timeout: Duration) -> TimeoutLayer {

@@ -103,9 +103,11 @@ impl AdmissionService for Policy {
         let Some(version) = Version::from_version(&req.kind.version) else {
             return Verdict::allow();
         };
-        // A non-object `object` is left for schema validation to reject.
+        // A non-object `object` is left for schema validation to reject
+        // (serde would read a JSON array as a struct, field by position).
         let spec = req
             .object
+            .filter(|raw| decode::is_json_object(raw.get()))
             .and_then(|raw| serde_json::from_str::<SpecOnly>(raw.get()).ok())
             .and_then(|o| o.spec);
         let m = mutate::mutate_spec(version, spec.as_ref());
@@ -166,5 +168,19 @@ mod tests {
             json!({"repos": [{"url": "https://h/o/api", "branch": "main"}]}),
         );
         assert_eq!(Case::create(V1Alpha1, v1).mutate().patch, None);
+    }
+
+    #[test]
+    fn an_object_that_is_not_a_json_object_gets_no_patch() {
+        // serde reads `[{...}]` as a struct by position; found by tests/fuzz.rs.
+        for odd in [
+            json!([{"prompt": "main", "input": "x"}]),
+            json!([{"repos": [{"url": "https://h/o/api"}]}]),
+            json!("spec"),
+        ] {
+            let v = Case::create(V1Alpha2, odd.clone()).mutate();
+            assert_eq!(v.patch, None, "{odd}");
+            assert!(v.allowed());
+        }
     }
 }
