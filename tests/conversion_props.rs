@@ -487,8 +487,16 @@ fn without_annotations(m: &Value) -> Value {
     m
 }
 
+/// `PROPTEST_CASES` raises the count for a soak.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(2000), ..ProptestConfig::default() })]
 
     #[test]
     fn v1_to_v2_to_v1_is_the_identity(meta in metadata(), spec in of(spec_v1()), status in of(status_v1())) {

@@ -148,8 +148,16 @@ const OWNED: &[&str] = &[
     "activeWorkflow",
 ];
 
+/// `PROPTEST_CASES` raises the count for a soak.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(3000), ..ProptestConfig::default() })]
 
     #[test]
     fn mutation_is_idempotent_minimal_and_never_deletes(spec in spec(), v2 in any::<bool>()) {
