@@ -312,53 +312,60 @@ impl CertManager {
         Err(Error::Conflicts)
     }
 
+    /// Patch the caBundle of every webhook in one configuration that lacks
+    /// `want`; `hooks` lists (name, caBundle) in the object's order.
+    async fn inject_webhooks<K>(
+        &self,
+        name: &str,
+        want: &[u8],
+        b64: &str,
+        hooks: impl for<'a> Fn(&'a K) -> Vec<(&'a str, Option<&'a ByteString>)>,
+    ) -> Result<(), Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        let obj = api
+            .get_opt(name)
+            .await?
+            .ok_or_else(|| Error::Missing(format!("{} {name}", K::kind(&()))))?;
+        let stale = stale_webhooks(hooks(&obj).into_iter(), want);
+        if let Some(patch) = bundle_patch(&stale, b64) {
+            api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn inject(&self, bundle: &str) -> Result<(), Error> {
         let b64 = base64::engine::general_purpose::STANDARD.encode(bundle);
         let want = bundle.as_bytes();
         let pp = PatchParams::default();
 
-        let mutating: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        let cfg = mutating.get_opt(&self.cfg.mutating).await?.ok_or_else(|| {
-            Error::Missing(format!(
-                "MutatingWebhookConfiguration {}",
-                self.cfg.mutating
-            ))
-        })?;
-        let stale = stale_webhooks(
-            cfg.webhooks
+        self.inject_webhooks::<MutatingWebhookConfiguration>(&self.cfg.mutating, want, &b64, |c| {
+            c.webhooks
                 .iter()
                 .flatten()
-                .map(|w| (w.name.as_str(), w.client_config.ca_bundle.as_ref())),
+                .map(|w| (w.name.as_str(), w.client_config.ca_bundle.as_ref()))
+                .collect()
+        })
+        .await?;
+        self.inject_webhooks::<ValidatingWebhookConfiguration>(
+            &self.cfg.validating,
             want,
-        );
-        if let Some(patch) = bundle_patch(&stale, &b64) {
-            mutating
-                .patch(&self.cfg.mutating, &pp, &Patch::<()>::Json(patch))
-                .await?;
-        }
-
-        let validating: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
-        let cfg = validating
-            .get_opt(&self.cfg.validating)
-            .await?
-            .ok_or_else(|| {
-                Error::Missing(format!(
-                    "ValidatingWebhookConfiguration {}",
-                    self.cfg.validating
-                ))
-            })?;
-        let stale = stale_webhooks(
-            cfg.webhooks
-                .iter()
-                .flatten()
-                .map(|w| (w.name.as_str(), w.client_config.ca_bundle.as_ref())),
-            want,
-        );
-        if let Some(patch) = bundle_patch(&stale, &b64) {
-            validating
-                .patch(&self.cfg.validating, &pp, &Patch::<()>::Json(patch))
-                .await?;
-        }
+            &b64,
+            |c| {
+                c.webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| (w.name.as_str(), w.client_config.ca_bundle.as_ref()))
+                    .collect()
+            },
+        )
+        .await?;
 
         let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         let crd = crds
