@@ -10,7 +10,7 @@ use agentic_webhook::apiclient;
 use agentic_webhook::lifecycle::controller::{
     Context, Error, error_policy, reconcile, run_controller,
 };
-use agentic_webhook::lifecycle::notice::{NoticeBody, NoticeFuture, RunnerNotifier};
+use agentic_webhook::lifecycle::notice::{NoticeBody, NoticeFuture, RunnerNotifier, RunnerRef};
 use agentic_webhook::lifecycle::plan::PlanConfig;
 use agentic_webhook::lifecycle::world::RunnerConfig;
 use agentic_webhook::server::metrics::Metrics;
@@ -40,15 +40,14 @@ struct StubNotifier {
 }
 
 impl RunnerNotifier for StubNotifier {
-    fn notify(&self, namespace: &str, session: &str, body: NoticeBody) -> NoticeFuture {
+    fn notify(&self, runner: RunnerRef<'_>, body: NoticeBody) -> NoticeFuture {
         if let Ok(mut c) = self.calls.lock() {
             c.push((
-                namespace.into(),
+                runner.namespace.into(),
                 body.path().into(),
                 serde_json::to_value(&body).unwrap_or_default(),
             ));
         }
-        let _ = session;
         let fail = self.fail;
         Box::pin(async move {
             if fail {
@@ -79,6 +78,7 @@ fn pod_list(pods: Vec<Value>) -> Value {
 fn runner_pod(attempt: i64, container_state: Value, ready: bool) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": format!("s1-runner-{attempt}"), "namespace": "team-a",
+            "uid": format!("uid-s1-runner-{attempt}"),
             "labels": {"vteam.ambient-code/session": "s1", "vteam.ambient-code/attempt": attempt.to_string()},
             "annotations": {"vteam.ambient-code/repos": "[{\"url\":\"https://github.com/acme/api.git\",\"branch\":\"main\"}]"},
             "ownerReferences": [{"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession", "name": "s1",
@@ -663,4 +663,68 @@ async fn the_controller_outlasts_a_hung_list_api_errors_a_closed_watch_and_410_g
         matches!(stopped, Ok(Ok(()))),
         "the controller stops when asked"
     );
+}
+
+/// The current pod (by uid) is whatever `pod_uid` says at the time of the call.
+fn world_with_pod(pod_uid: Arc<Mutex<String>>) -> impl FnMut(&Recorded) -> Reply + Send + 'static {
+    move |r: &Recorded| {
+        let path = r.uri.split('?').next().unwrap_or_default();
+        match (r.method.as_str(), path) {
+            ("GET", PODS) => {
+                let mut pod = runner_pod(1, json!({"running": {}}), true);
+                pod["metadata"]["uid"] =
+                    json!(pod_uid.lock().map(|u| u.clone()).unwrap_or_default());
+                ok(pod_list(vec![pod]))
+            }
+            ("GET", p) if p.starts_with(SERVICES) => ok(service()),
+            ("PATCH", p) if p.starts_with(SESSIONS) => ok(session(json!({}), json!({}))),
+            _ => status(405, "MethodNotAllowed"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn notices_are_remembered_per_runner_pod_and_forgotten_with_the_session() {
+    // Running, told nothing yet (the status records no workflow).
+    let obj = parse(session(
+        json!({"phase": "Running", "attempt": 1, "startTime": "2026-11-23T05:59:00Z",
+               "reconciledRepos": [{"name": "api", "url": "https://github.com/acme/api.git", "branch": "main"}],
+               "conditions": [{"type": "RunnerStarted", "status": "True", "reason": "RunnerStarted",
+                               "lastTransitionTime": "2026-11-23T05:59:00Z", "observedGeneration": 1}]}),
+        json!({}),
+    ));
+    let pod_uid = Arc::new(Mutex::new("pod-a".to_owned()));
+    let (client, _log) = mockapi::routed(world_with_pod(pod_uid.clone()), Duration::from_secs(5));
+    let notifier = Arc::new(StubNotifier::default());
+    let metrics = Metrics::new();
+    let ctx = ctx_with_metrics(client, notifier.clone(), metrics.clone());
+    let told = || notifier.calls.lock().map(|c| c.len()).unwrap_or(0);
+
+    reconcile(obj.clone(), ctx.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(told(), 1);
+    assert_eq!(ctx.notice_entries(), 1);
+    // The same runner, with a status write that did not land: not told again.
+    reconcile(obj.clone(), ctx.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(told(), 1);
+    // Another pod under the same name (a restart): told again, one entry.
+    if let Ok(mut u) = pod_uid.lock() {
+        *u = "pod-b".into();
+    }
+    reconcile(obj.clone(), ctx.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(told(), 2);
+    assert_eq!(ctx.notice_entries(), 1);
+    let gauge = |m: &Metrics| common::metric(&m.render(), "agentic_webhook_runner_notice_entries");
+    assert_eq!(gauge(&metrics), Some(1.0));
+    // The session is gone from the cache: its entry goes too.
+    ctx.retain_sessions(std::slice::from_ref(&obj));
+    assert_eq!(ctx.notice_entries(), 1);
+    ctx.retain_sessions(&[]);
+    assert_eq!(ctx.notice_entries(), 0);
+    assert_eq!(gauge(&metrics), Some(0.0));
 }

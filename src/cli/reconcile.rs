@@ -10,7 +10,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::controller::{Context, run_controller};
-use crate::lifecycle::notice::HttpNotifier;
+use crate::lifecycle::notice::{DEFAULT_RUNNER_URL_TEMPLATE, HttpNotifier, RunnerUrlTemplate};
 use crate::lifecycle::plan::PlanConfig;
 use crate::lifecycle::world::RunnerConfig;
 use crate::server::metrics::Metrics;
@@ -50,6 +50,20 @@ pub struct ReconcileArgs {
     /// Plain HTTP address for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8081", env = "AGENTIC_PROBE_ADDR")]
     probe_addr: SocketAddr,
+    /// Where runners answer notices: placeholders {session}, {service}
+    /// (session-<name>), {namespace}, {port} (8001), {attempt}. Change it for
+    /// another DNS layout, or to reach runners from outside the cluster.
+    #[arg(
+        long,
+        env = "AGENTIC_RUNNER_URL_TEMPLATE",
+        default_value = DEFAULT_RUNNER_URL_TEMPLATE,
+        value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<RunnerUrlTemplate>())
+    )]
+    runner_url_template: RunnerUrlTemplate,
+    /// How long a Lease is held without renewal before another replica may
+    /// take over (the failover time after a leader dies).
+    #[arg(long, default_value = "15s", value_parser = lease_duration)]
+    lease_duration: Duration,
     /// Timeout of one notice to a runner (POST /workflow, /repos).
     #[arg(long, default_value = "5s", value_parser = duration::flag)]
     notice_timeout: Duration,
@@ -61,6 +75,19 @@ pub struct ReconcileArgs {
     /// retries); past it the attempt is dropped and requeued with backoff.
     #[arg(long, default_value = "2m", value_parser = duration::positive_flag)]
     reconcile_timeout: Duration,
+}
+
+/// Renew this long before the Lease would expire.
+const LEASE_GRACE_SECS: u64 = 2;
+
+fn lease_duration(text: &str) -> Result<Duration, String> {
+    let d = duration::flag(text)?;
+    if d.as_secs() <= LEASE_GRACE_SECS || d.subsec_nanos() != 0 {
+        return Err(format!(
+            "must be whole seconds, more than {LEASE_GRACE_SECS}s (the renewal margin)"
+        ));
+    }
+    Ok(d)
 }
 
 pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
@@ -108,7 +135,10 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         PlanConfig {
             max_attempts: args.max_attempts,
         },
-        Arc::new(HttpNotifier::new(args.notice_timeout)),
+        Arc::new(HttpNotifier::new(
+            args.notice_timeout,
+            args.runner_url_template.clone(),
+        )),
         metrics,
     )
     .with_reconcile_timeout(args.reconcile_timeout);
@@ -131,8 +161,8 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     let manager = LeaseManagerBuilder::new(client, &args.lease_name)
         .with_namespace(&args.lease_namespace)
         .with_identity(&identity)
-        .with_duration(15)
-        .with_grace(2)
+        .with_duration(args.lease_duration.as_secs())
+        .with_grace(LEASE_GRACE_SECS)
         .with_field_manager(crate::lifecycle::controller::FIELD_MANAGER)
         .build()
         .await

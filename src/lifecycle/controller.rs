@@ -26,7 +26,7 @@ use crate::api::status::{ReconciledRepo, ReconciledWorkflow};
 use crate::api::v1alpha2::{API_VERSION, SessionStatus};
 use crate::server::metrics::{Metrics, PhaseLabel, ResultLabel};
 
-use super::notice::{NoticeBody, RunnerNotifier};
+use super::notice::{NoticeBody, RunnerNotifier, RunnerRef};
 use super::plan::{self, Action, Desired, Notice, Observed, PlanConfig, SessionView, service_name};
 use super::world::{self, LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY, RunnerConfig};
 
@@ -53,8 +53,15 @@ pub enum Error {
     Timeout(Duration),
 }
 
+/// What one session's current runner pod has been told. Keyed by the
+/// session's uid and bound to the pod's uid, so a retry, a restart or a
+/// re-created session starts untold; dropped when the runner or the session
+/// goes. After a controller restart this memory is empty, and the status
+/// (`reconciledWorkflow`/`reconciledRepos`, reset with every new attempt)
+/// says what this attempt's runner already has.
 #[derive(Default)]
-struct NoticeState {
+struct RunnerNotices {
+    runner: String,
     workflow: Option<Notice<Option<ReconciledWorkflow>>>,
     repos: Option<Notice<Vec<ReconciledRepo>>>,
 }
@@ -68,7 +75,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub clock: fn() -> Timestamp,
     pub reconcile_timeout: Duration,
-    notices: Mutex<HashMap<(String, String), NoticeState>>,
+    notices: Mutex<HashMap<String, RunnerNotices>>,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
 
@@ -120,6 +127,41 @@ fn is_status(e: &kube::Error, check: fn(&kube::core::Status) -> bool) -> bool {
 
 fn key(s: &AgenticSession) -> (String, String) {
     (s.namespace().unwrap_or_default(), s.name_any())
+}
+
+/// The session's identity across re-creation under the same name.
+fn session_key(s: &AgenticSession) -> String {
+    match &s.metadata.uid {
+        Some(uid) => uid.clone(),
+        None => format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()),
+    }
+}
+
+impl Context {
+    /// Forget what belongs to sessions no longer in the cache (deleted
+    /// sessions are never reconciled again, so nothing else would).
+    pub fn retain_sessions(&self, sessions: &[Arc<AgenticSession>]) {
+        let uids: std::collections::HashSet<String> =
+            sessions.iter().map(|s| session_key(s)).collect();
+        let names: std::collections::HashSet<(String, String)> =
+            sessions.iter().map(|s| key(s)).collect();
+        if let Ok(mut map) = self.notices.lock() {
+            map.retain(|k, _| uids.contains(k));
+            self.metrics.notice_entries.set(gauge_value(map.len()));
+        }
+        if let Ok(mut f) = self.failures.lock() {
+            f.retain(|k, _| names.contains(k));
+        }
+    }
+
+    /// Runners whose notices are remembered (tests and metrics).
+    pub fn notice_entries(&self) -> usize {
+        self.notices.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Reconcile one session (kube-runtime calls this).
@@ -201,12 +243,7 @@ async fn observe(session: &AgenticSession, ctx: &Context) -> Result<Observed, Er
     let name = session.name_any();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    let attempt = session
-        .status
-        .as_ref()
-        .and_then(|s| s.attempt)
-        .unwrap_or(1)
-        .max(1);
+    let attempt = current_attempt(session);
     let listed = pods
         .list(&ListParams::default().labels(&format!("{LABEL_SESSION}={name}")))
         .await?;
@@ -222,26 +259,47 @@ async fn observe(session: &AgenticSession, ctx: &Context) -> Result<Observed, Er
             observed.stale_pods.push(pod.name_any());
         }
     }
-    if let Ok(map) = ctx.notices.lock()
-        && let Some(state) = map.get(&(ns, name))
-    {
-        observed.workflow_notice = state.workflow.clone();
-        observed.repos_notice = state.repos.clone();
+    if let Ok(mut map) = ctx.notices.lock() {
+        let key = session_key(session);
+        match (&observed.pod, map.get(&key)) {
+            (Some(pod), Some(told)) if told.runner == pod.uid => {
+                observed.workflow_notice = told.workflow.clone();
+                observed.repos_notice = told.repos.clone();
+            }
+            // Told a runner that is gone (or not current): forget it.
+            (_, Some(_)) => {
+                map.remove(&key);
+                ctx.metrics.notice_entries.set(gauge_value(map.len()));
+            }
+            (_, None) => {}
+        }
     }
     Ok(observed)
 }
 
+/// The attempt whose runner is current (status starts counting at 1).
+fn current_attempt(session: &AgenticSession) -> i64 {
+    session
+        .status
+        .as_ref()
+        .and_then(|s| s.attempt)
+        .unwrap_or(1)
+        .max(1)
+}
+
 fn record<T: PartialEq + Clone>(
     slot: &mut Option<Notice<T>>,
+    runner: &str,
     target: T,
     result: &Result<(), String>,
     at: Timestamp,
 ) {
     let previous = slot
         .take()
-        .filter(|n| n.target == target && !n.ok)
+        .filter(|n| n.runner == runner && n.target == target && !n.ok)
         .map_or(0, |n| n.failures);
     *slot = Some(Notice {
+        runner: runner.to_owned(),
         target,
         ok: result.is_ok(),
         message: result.clone().err().unwrap_or_default(),
@@ -271,6 +329,8 @@ async fn reconcile_once(session: &AgenticSession, ctx: &Context) -> Result<Reque
     let name = session.name_any();
     let desired_text = session.annotations().get(DESIRED_PHASE).cloned();
     let observed = observe(session, ctx).await?;
+    // Notices planned now go to this pod; their answers are bound to it.
+    let runner_uid = observed.pod.as_ref().map(|p| p.uid.clone());
     let now = (ctx.clock)();
     let view = SessionView {
         name: &name,
@@ -321,19 +381,35 @@ async fn reconcile_once(session: &AgenticSession, ctx: &Context) -> Result<Reque
         }
     }
 
-    if !notices.is_empty() {
+    if let (false, Some(runner_uid)) = (notices.is_empty(), runner_uid) {
         for body in notices {
-            let result = ctx.notifier.notify(&ns, &name, body.clone()).await;
+            let runner = RunnerRef {
+                namespace: &ns,
+                session: &name,
+                attempt: current_attempt(session),
+            };
+            let result = ctx.notifier.notify(runner, body.clone()).await;
             if let Err(e) = &result {
                 tracing::warn!(session = %name, namespace = %ns, error = %e, path = body.path(), "runner notice failed");
             }
             let at = (ctx.clock)();
             if let Ok(mut map) = ctx.notices.lock() {
-                let state = map.entry((ns.clone(), name.clone())).or_default();
-                match body {
-                    NoticeBody::Workflow(w) => record(&mut state.workflow, w, &result, at),
-                    NoticeBody::Repos { repos } => record(&mut state.repos, repos, &result, at),
+                let told = map.entry(session_key(session)).or_default();
+                if told.runner != runner_uid {
+                    *told = RunnerNotices {
+                        runner: runner_uid.clone(),
+                        ..RunnerNotices::default()
+                    };
                 }
+                match body {
+                    NoticeBody::Workflow(w) => {
+                        record(&mut told.workflow, &runner_uid, w, &result, at)
+                    }
+                    NoticeBody::Repos { repos } => {
+                        record(&mut told.repos, &runner_uid, repos, &result, at)
+                    }
+                }
+                ctx.metrics.notice_entries.set(gauge_value(map.len()));
             }
         }
         // The answers are part of the world now.
@@ -453,12 +529,14 @@ pub async fn run_controller(
     .owns(apis::<Service>(&client, ns), owned)
     .graceful_shutdown_on(stop);
     let store = controller.store();
-    let metrics = ctx.metrics.clone();
+    let housekeeping = ctx.clone();
     let exporter = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             tick.tick().await;
-            export_phases(&metrics, &store.state());
+            let sessions = store.state();
+            export_phases(&housekeeping.metrics, &sessions);
+            housekeeping.retain_sessions(&sessions);
         }
     });
     let metrics = ctx.metrics.clone();

@@ -1,7 +1,8 @@
-//! Telling a running runner about spec changes: `POST
-//! http://session-<name>.<ns>.svc:8001/workflow` (and `/repos`), behind a
-//! trait so tests can inject failures. Errors are returned, never swallowed:
-//! the planner records them as `UpdateFailed` and retries with backoff.
+//! Telling a running runner about spec changes: `POST <runner>/workflow`
+//! (and `/repos`), where `<runner>` comes from a URL template (default
+//! `http://{service}.{namespace}.svc:{port}`), behind a trait so tests can
+//! inject failures. Errors are returned, never swallowed: the planner
+//! records them as `UpdateFailed` and retries with backoff.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,50 +38,137 @@ impl NoticeBody {
 
 pub type NoticeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
-pub trait RunnerNotifier: Send + Sync + 'static {
-    fn notify(&self, namespace: &str, session: &str, body: NoticeBody) -> NoticeFuture;
+/// The one runner a notice is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunnerRef<'a> {
+    pub namespace: &'a str,
+    pub session: &'a str,
+    pub attempt: i64,
 }
 
-/// The real notifier: HTTP/1.1 to the session's Service, short timeout.
+pub trait RunnerNotifier: Send + Sync + 'static {
+    fn notify(&self, runner: RunnerRef<'_>, body: NoticeBody) -> NoticeFuture;
+}
+
+pub const DEFAULT_RUNNER_URL_TEMPLATE: &str = "http://{service}.{namespace}.svc:{port}";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Session,
+    Service,
+    Namespace,
+    Port,
+    Attempt,
+}
+
+/// Where a session's runner answers: a URL with placeholders `{session}`,
+/// `{service}` (`session-<name>`), `{namespace}`, `{port}` (8001) and
+/// `{attempt}`, checked once at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunnerUrlTemplate {
+    pieces: Vec<Piece>,
+}
+
+impl std::str::FromStr for RunnerUrlTemplate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if !text.starts_with("http://") {
+            return Err(format!(
+                "{text:?}: must start with http:// (runner notices are plain HTTP)"
+            ));
+        }
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find(['{', '}']) {
+            let (before, tail) = rest.split_at(open);
+            if !before.is_empty() {
+                pieces.push(Piece::Text(before.to_owned()));
+            }
+            let Some(inner) = tail.strip_prefix('{') else {
+                return Err(format!("{text:?}: unbalanced '}}'"));
+            };
+            let Some((name, after)) = inner.split_once('}') else {
+                return Err(format!("{text:?}: unclosed '{{'"));
+            };
+            pieces.push(match name {
+                "session" => Piece::Session,
+                "service" => Piece::Service,
+                "namespace" => Piece::Namespace,
+                "port" => Piece::Port,
+                "attempt" => Piece::Attempt,
+                other => {
+                    return Err(format!(
+                        "{text:?}: unknown placeholder {{{other}}} (known: {{session}}, \
+                         {{service}}, {{namespace}}, {{port}}, {{attempt}})"
+                    ));
+                }
+            });
+            rest = after;
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_owned()));
+        }
+        Ok(RunnerUrlTemplate { pieces })
+    }
+}
+
+impl Default for RunnerUrlTemplate {
+    fn default() -> Self {
+        DEFAULT_RUNNER_URL_TEMPLATE
+            .parse()
+            .unwrap_or(RunnerUrlTemplate { pieces: Vec::new() })
+    }
+}
+
+impl RunnerUrlTemplate {
+    /// The runner's base URL (no trailing slash).
+    pub fn render(&self, runner: RunnerRef<'_>) -> String {
+        let mut out = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Session => out.push_str(runner.session),
+                Piece::Service => out.push_str(&service_name(runner.session)),
+                Piece::Namespace => out.push_str(runner.namespace),
+                Piece::Port => out.push_str(&RUNNER_PORT.to_string()),
+                Piece::Attempt => out.push_str(&runner.attempt.to_string()),
+            }
+        }
+        let trimmed = out.trim_end_matches('/').len();
+        out.truncate(trimmed);
+        out
+    }
+}
+
+/// The real notifier: HTTP/1.1 to the runner, short timeout.
 #[derive(Clone)]
 pub struct HttpNotifier {
     client: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
-    /// Send every notice to this base URL instead of the session Service
-    /// (local development and tests).
-    base_override: Option<String>,
+    template: RunnerUrlTemplate,
 }
 
 impl HttpNotifier {
-    pub fn new(timeout: Duration) -> Self {
+    pub fn new(timeout: Duration, template: RunnerUrlTemplate) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
         HttpNotifier {
             client: Client::builder(TokioExecutor::new()).build(connector),
             timeout,
-            base_override: None,
+            template,
         }
     }
 
-    pub fn with_base_url(mut self, base: impl Into<String>) -> Self {
-        self.base_override = Some(base.into());
-        self
-    }
-
-    pub fn url(&self, namespace: &str, session: &str, path: &str) -> String {
-        match &self.base_override {
-            Some(base) => format!("{}{path}", base.trim_end_matches('/')),
-            None => format!(
-                "http://{}.{namespace}.svc:{RUNNER_PORT}{path}",
-                service_name(session)
-            ),
-        }
+    pub fn url(&self, runner: RunnerRef<'_>, path: &str) -> String {
+        format!("{}{path}", self.template.render(runner))
     }
 }
 
 impl RunnerNotifier for HttpNotifier {
-    fn notify(&self, namespace: &str, session: &str, body: NoticeBody) -> NoticeFuture {
-        let url = self.url(namespace, session, body.path());
+    fn notify(&self, runner: RunnerRef<'_>, body: NoticeBody) -> NoticeFuture {
+        let url = self.url(runner, body.path());
         let client = self.client.clone();
         let timeout = self.timeout;
         Box::pin(async move {
@@ -123,13 +211,54 @@ mod tests {
     use axum::http::StatusCode;
     use axum::routing::post;
 
+    const S1: RunnerRef<'static> = RunnerRef {
+        namespace: "team-a",
+        session: "s1",
+        attempt: 2,
+    };
+
+    fn template(t: &str) -> RunnerUrlTemplate {
+        t.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
-    fn notices_go_to_the_session_service() {
-        let n = HttpNotifier::new(Duration::from_secs(1));
+    fn notices_go_to_the_session_service_by_default() {
+        let n = HttpNotifier::new(Duration::from_secs(1), RunnerUrlTemplate::default());
         assert_eq!(
-            n.url("team-a", "s1", "/workflow"),
+            n.url(S1, "/workflow"),
             "http://session-s1.team-a.svc:8001/workflow"
         );
+    }
+
+    #[test]
+    fn the_runner_address_is_a_template() {
+        assert_eq!(
+            template("http://127.0.0.1:9000/{namespace}/{session}/{attempt}/").render(S1),
+            "http://127.0.0.1:9000/team-a/s1/2"
+        );
+        assert_eq!(
+            template("http://{service}.{namespace}.svc.cluster.example:{port}").render(S1),
+            "http://session-s1.team-a.svc.cluster.example:8001"
+        );
+        for (bad, why) in [
+            (
+                "{service}.{namespace}.svc:{port}",
+                "must start with http://",
+            ),
+            ("https://{service}:{port}", "must start with http://"),
+            ("http://{service}.{ns}:{port}", "unknown placeholder {ns}"),
+            (
+                "http://{service:{port}",
+                "unknown placeholder {service:{port}",
+            ),
+            ("http://{service", "unclosed '{'"),
+            ("http://service}", "unbalanced '}'"),
+        ] {
+            match bad.parse::<RunnerUrlTemplate>() {
+                Err(e) => assert!(e.contains(why), "{bad}: {e}"),
+                Ok(t) => panic!("{bad} accepted: {t:?}"),
+            }
+        }
     }
 
     #[tokio::test]
@@ -160,26 +289,19 @@ mod tests {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let n = HttpNotifier::new(Duration::from_secs(2)).with_base_url(format!("http://{addr}"));
+        let n = HttpNotifier::new(Duration::from_secs(2), template(&format!("http://{addr}")));
         let wf = Some(ReconciledWorkflow {
             git_url: Some("https://h/o/wf".into()),
             branch: Some("main".into()),
             path: None,
         });
-        assert_eq!(n.notify("ns", "s1", NoticeBody::Workflow(wf)).await, Ok(()));
-        let err = n
-            .notify("ns", "s1", NoticeBody::Repos { repos: vec![] })
-            .await;
+        assert_eq!(n.notify(S1, NoticeBody::Workflow(wf)).await, Ok(()));
+        let err = n.notify(S1, NoticeBody::Repos { repos: vec![] }).await;
         assert!(
             matches!(&err, Err(e) if e.contains("503") && e.contains("runner busy")),
             "{err:?}"
         );
-        let gone =
-            HttpNotifier::new(Duration::from_millis(300)).with_base_url("http://127.0.0.1:9");
-        assert!(
-            gone.notify("ns", "s1", NoticeBody::Workflow(None))
-                .await
-                .is_err()
-        );
+        let gone = HttpNotifier::new(Duration::from_millis(300), template("http://127.0.0.1:9"));
+        assert!(gone.notify(S1, NoticeBody::Workflow(None)).await.is_err());
     }
 }

@@ -109,6 +109,9 @@ pub enum RunnerState {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodView {
     pub name: String,
+    /// `metadata.uid`: names repeat (a restart reuses attempt 1), uids do
+    /// not, so this is what a notice is bound to.
+    pub uid: String,
     pub phase: PodPhase,
     /// `status.reason` of the pod (`Evicted`, ...).
     pub reason: Option<String>,
@@ -119,9 +122,12 @@ pub struct PodView {
     pub repos: Vec<Repo>,
 }
 
-/// The result of the last notice of one kind sent to the runner.
+/// The result of the last notice of one kind sent to a runner.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Notice<T> {
+    /// The uid of the runner pod it was sent to: a notice counts only for
+    /// that runner, never for the next attempt's or a restart's.
+    pub runner: String,
     pub target: T,
     pub ok: bool,
     pub message: String,
@@ -137,8 +143,20 @@ pub struct Observed {
     /// Runner pods of other attempts still present.
     pub stale_pods: Vec<String>,
     pub service: bool,
+    /// The last notices sent, whichever runner they went to (the planner
+    /// uses only those sent to the current pod).
     pub workflow_notice: Option<Notice<Option<ReconciledWorkflow>>>,
     pub repos_notice: Option<Notice<Vec<ReconciledRepo>>>,
+}
+
+impl Observed {
+    /// `notice` if it was sent to the runner that is current now.
+    fn for_current<'a, T>(&self, notice: &'a Option<Notice<T>>) -> Option<&'a Notice<T>> {
+        let pod = self.pod.as_ref()?;
+        notice
+            .as_ref()
+            .filter(|n| !pod.uid.is_empty() && n.runner == pod.uid)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -469,13 +487,24 @@ impl Planner<'_> {
         None
     }
 
+    /// What the status says one runner has applies to that runner only:
+    /// once it is gone, nothing is reconciled until the next one is told.
+    fn forget_runner(&mut self, why: &str) {
+        self.st.reconciled_repos = None;
+        self.st.reconciled_workflow = None;
+        for type_ in [REPOS_RECONCILED, WORKFLOW_RECONCILED] {
+            if self.cond_status(type_).is_some() {
+                self.cond(type_, ConditionStatus::False, "WaitingForRunner", why);
+            }
+        }
+    }
+
     /// A failed attempt: retry on a fresh pod, or stop at the cap.
     fn fail_attempt(&mut self, reason: &str, message: &str) {
         self.delete_current_pod();
         let attempt = self.attempt();
         let max = self.cfg.max_attempts.max(1);
-        self.st.reconciled_repos = None;
-        self.st.reconciled_workflow = None;
+        self.forget_runner(&format!("the runner of attempt {attempt} is gone"));
         self.cond(RUNNER_STARTED, ConditionStatus::False, reason, message);
         if attempt < max {
             // Running -> Pending is legal only with a higher attempt in the same write.
@@ -650,7 +679,7 @@ impl Planner<'_> {
             );
             return;
         }
-        match &self.obs.repos_notice {
+        match self.obs.for_current(&self.obs.repos_notice) {
             Some(n) if n.target == desired && n.ok => {
                 self.st.reconciled_repos = Some(desired);
                 self.cond(
@@ -708,7 +737,7 @@ impl Planner<'_> {
             );
             return;
         }
-        match &self.obs.workflow_notice {
+        match self.obs.for_current(&self.obs.workflow_notice) {
             Some(n) if n.target == desired && n.ok => {
                 self.st.reconciled_workflow = desired;
                 self.cond(
@@ -825,8 +854,7 @@ impl Planner<'_> {
         self.st.start_time = None;
         self.st.completion_time = None;
         self.st.stopped_reason = None;
-        self.st.reconciled_repos = None;
-        self.st.reconciled_workflow = None;
+        self.forget_runner("restarted by desired-phase Running");
         self.cond(
             RETRIES_EXHAUSTED,
             ConditionStatus::False,

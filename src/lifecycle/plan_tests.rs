@@ -51,9 +51,15 @@ fn status(phase: Phase, attempt: i64) -> SessionStatus {
     }
 }
 
+/// The uid of attempt `attempt`'s runner pod in these scenarios.
+fn runner_uid(attempt: i64) -> String {
+    format!("uid-runner-{attempt}")
+}
+
 fn pod(attempt: i64, runner: RunnerState, phase: PodPhase) -> PodView {
     PodView {
         name: pod_name("s1", attempt),
+        uid: runner_uid(attempt),
         phase,
         reason: None,
         deleting: false,
@@ -256,6 +262,7 @@ fn a_failed_workflow_notice_is_recorded_and_retried_with_backoff() {
         PodPhase::Running,
     )));
     obs.workflow_notice = Some(Notice {
+        runner: runner_uid(1),
         target: desired_workflow(&spec()),
         ok: false,
         message: "dial tcp: lookup session-s1.team-a.svc: no such host".into(),
@@ -300,6 +307,7 @@ fn observed_generation_advances_only_when_repos_and_workflow_are_reconciled() {
         PodPhase::Running,
     )));
     obs.workflow_notice = Some(Notice {
+        runner: runner_uid(1),
         target: desired_workflow(&spec()),
         ok: true,
         message: String::new(),
@@ -721,6 +729,116 @@ fn an_unknown_phase_is_left_alone() {
     assert!(!p.status_changed && p.actions.is_empty());
 }
 
+/// Told `target` successfully, at `runner`.
+fn told<T>(runner: String, target: T) -> Option<Notice<T>> {
+    Some(Notice {
+        runner,
+        target,
+        ok: true,
+        message: String::new(),
+        at: now(),
+        failures: 0,
+    })
+}
+
+/// The status as `enter_running` leaves it for `attempt`: Running, nothing
+/// reconciled yet for this runner.
+fn just_running(attempt: i64) -> SessionStatus {
+    run(
+        Some(&status(Phase::Creating, attempt)),
+        &world(Some(pod(
+            attempt,
+            RunnerState::Running { ready: true },
+            PodPhase::Running,
+        ))),
+    )
+    .status
+}
+
+#[test]
+fn a_notice_to_an_earlier_attempts_runner_does_not_count_for_the_next() {
+    // The seed incident: attempt 1's runner was told, attempt 2's never was.
+    let mut obs = world(Some(pod(
+        2,
+        RunnerState::Running { ready: true },
+        PodPhase::Running,
+    )));
+    obs.workflow_notice = told(runner_uid(1), desired_workflow(&spec()));
+    obs.repos_notice = told(runner_uid(1), desired_repos(&spec()));
+    let p = run(Some(&just_running(2)), &obs);
+    assert_eq!(
+        p.actions,
+        vec![Action::NotifyWorkflow(desired_workflow(&spec()))]
+    );
+    assert!(cond_is(&p, WORKFLOW_RECONCILED, CS::False, "Applying"));
+    assert_eq!(p.status.reconciled_workflow, None);
+    assert!(cond_is(&p, READY, CS::False, "Reconciling"));
+}
+
+#[test]
+fn a_restart_reuses_the_pod_name_but_starts_untold() {
+    // desired-phase Running after Completed: attempt 1 again, same pod name,
+    // a new pod (new uid).
+    let mut fresh = pod(1, RunnerState::Running { ready: true }, PodPhase::Running);
+    fresh.uid = "uid-runner-1-after-restart".into();
+    let mut obs = world(Some(fresh));
+    obs.workflow_notice = told(runner_uid(1), desired_workflow(&spec()));
+    let p = run(Some(&just_running(1)), &obs);
+    assert_eq!(
+        p.actions,
+        vec![Action::NotifyWorkflow(desired_workflow(&spec()))]
+    );
+}
+
+#[test]
+fn after_a_controller_restart_the_status_says_whether_this_runner_was_told() {
+    let obs = world(Some(pod(
+        1,
+        RunnerState::Running { ready: true },
+        PodPhase::Running,
+    )));
+    // Applied before the restart: the status says so, nothing is re-sent.
+    let p = run(Some(&running_reconciled()), &obs);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(cond_is(&p, WORKFLOW_RECONCILED, CS::True, "Reconciled"));
+    // Not applied (or lost with the old process's memory): told now.
+    let p = run(Some(&just_running(1)), &obs);
+    assert_eq!(
+        p.actions,
+        vec![Action::NotifyWorkflow(desired_workflow(&spec()))]
+    );
+}
+
+#[test]
+fn a_failed_attempt_and_a_restart_forget_what_the_status_says_was_reconciled() {
+    let st = running_reconciled();
+    assert!(st.reconciled_workflow.is_some() && st.reconciled_repos.is_some());
+    let oom = world(Some(pod(
+        1,
+        RunnerState::Terminated {
+            exit_code: 137,
+            reason: "OOMKilled".into(),
+        },
+        PodPhase::Running,
+    )));
+    let p = run(Some(&st), &oom);
+    assert_eq!(p.status.attempt, Some(2));
+    assert_eq!(p.status.reconciled_workflow, None);
+    assert_eq!(p.status.reconciled_repos, None);
+    let mut done = st.clone();
+    done.phase = Some(Phase::Completed);
+    let p = run_at(
+        &spec(),
+        Some(&done),
+        Some(Desired::Running),
+        &world(None),
+        now(),
+    );
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    assert_eq!(p.status.reconciled_workflow, None);
+    assert_eq!(p.status.reconciled_repos, None);
+}
+
 mod props {
     use proptest::prelude::*;
 
@@ -765,6 +883,7 @@ mod props {
             )
                 .prop_map(|(runner, phase, deleting, reason)| PodView {
                     name: "s1-runner-1".into(),
+                    uid: runner_uid(1),
                     phase,
                     reason,
                     deleting,
@@ -783,8 +902,9 @@ mod props {
     fn notice<T: Clone + std::fmt::Debug + 'static>(
         target: T,
     ) -> impl Strategy<Value = Option<Notice<T>>> {
-        proptest::option::of((any::<bool>(), 0u32..5, -10i64..10).prop_map(
-            move |(ok, failures, secs)| Notice {
+        proptest::option::of((any::<bool>(), 0u32..5, -10i64..10, 1i64..3).prop_map(
+            move |(ok, failures, secs, told)| Notice {
+                runner: runner_uid(told),
                 target: target.clone(),
                 ok,
                 message: "m".into(),
@@ -854,6 +974,161 @@ mod props {
                     prop_assert!(find_condition(p.status.conditions(), REPOS_RECONCILED).is_some_and(|c| c.status == CS::True));
                 }
                 st = p.status;
+            }
+        }
+    }
+
+    /// What can happen between two reconciles.
+    #[derive(Clone, Debug)]
+    enum Event {
+        /// The kubelet reports this state for the current runner pod.
+        Kubelet(RunnerState, PodPhase),
+        /// Notices from now on fail (true) or succeed.
+        RunnerAnswers(bool),
+        /// The user changes the workflow (index into three choices, 2 = none).
+        Workflow(usize),
+        Desire(Option<Desired>),
+        /// The controller process restarts: its notice memory is gone.
+        ControllerRestart,
+        /// Someone deletes the current pod.
+        PodDeleted,
+        Tick(i64),
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            4 => (runner(), prop_oneof![Just(PodPhase::Pending), Just(PodPhase::Running), Just(PodPhase::Succeeded), Just(PodPhase::Failed)])
+                .prop_map(|(r, p)| Event::Kubelet(r, p)),
+            1 => any::<bool>().prop_map(Event::RunnerAnswers),
+            1 => (0usize..3).prop_map(Event::Workflow),
+            1 => proptest::option::of(prop_oneof![Just(Desired::Running), Just(Desired::Stopped)]).prop_map(Event::Desire),
+            1 => Just(Event::ControllerRestart),
+            1 => Just(Event::PodDeleted),
+            1 => (0i64..20).prop_map(Event::Tick),
+        ]
+    }
+
+    struct SimPod {
+        uid: String,
+        attempt: i64,
+        runner: RunnerState,
+        phase: PodPhase,
+    }
+
+    fn workflow_choice(i: usize) -> Option<ActiveWorkflow> {
+        let url = |u: &str| ActiveWorkflow {
+            git_url: Some(u.into()),
+            branch: Some("main".into()),
+            path: None,
+        };
+        match i {
+            0 => Some(url("https://github.com/acme/wf.git")),
+            1 => Some(url("https://github.com/acme/other-wf.git")),
+            _ => None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Driver, kubelet, runners and controller restarts simulated around
+        /// the planner: whenever a status is written that says a Running
+        /// attempt has the workflow, that attempt's runner pod (by uid) was
+        /// told exactly that workflow, successfully.
+        #[test]
+        fn the_runner_that_reaches_running_is_told_before_workflow_reconciled(
+            events in proptest::collection::vec(event(), 1..40),
+            max_attempts in 1i64..4,
+        ) {
+            let cfg = PlanConfig { max_attempts };
+            let mut spec = spec();
+            let mut st: Option<SessionStatus> = None;
+            let mut desired: Option<Desired> = None;
+            let mut pods: Vec<SimPod> = Vec::new();
+            let mut memory: Option<Notice<Option<ReconciledWorkflow>>> = None;
+            let mut sent: Vec<(String, Option<ReconciledWorkflow>)> = Vec::new();
+            let mut failing = false;
+            let mut uids = 0u32;
+            let mut t = 0i64;
+            for ev in events {
+                match ev {
+                    Event::Kubelet(r, ph) => {
+                        let attempt = st.as_ref().and_then(|s| s.attempt).unwrap_or(1);
+                        if let Some(p) = pods.iter_mut().find(|p| p.attempt == attempt) {
+                            p.runner = r;
+                            p.phase = ph;
+                        }
+                    }
+                    Event::RunnerAnswers(fail) => failing = fail,
+                    Event::Workflow(i) => spec.active_workflow = workflow_choice(i),
+                    Event::Desire(d) => desired = d,
+                    Event::ControllerRestart => memory = None,
+                    Event::PodDeleted => {
+                        let attempt = st.as_ref().and_then(|s| s.attempt).unwrap_or(1);
+                        pods.retain(|p| p.attempt != attempt);
+                    }
+                    Event::Tick(secs) => t += secs,
+                }
+                // One reconcile, as the driver runs it: observe, plan, act,
+                // notify and re-plan with the answers, write status.
+                let attempt = st.as_ref().and_then(|s| s.attempt).unwrap_or(1).max(1);
+                let observe = |pods: &[SimPod], memory: &Option<Notice<Option<ReconciledWorkflow>>>| Observed {
+                    pod: pods.iter().find(|p| p.attempt == attempt).map(|p| PodView {
+                        name: pod_name("s1", p.attempt),
+                        uid: p.uid.clone(),
+                        phase: p.phase.clone(),
+                        reason: None,
+                        deleting: false,
+                        runner: p.runner.clone(),
+                        repos: spec.repos.clone().unwrap_or_default(),
+                    }),
+                    stale_pods: pods.iter().filter(|p| p.attempt != attempt).map(|p| pod_name("s1", p.attempt)).collect(),
+                    service: true,
+                    // Whatever the memory holds, even for another runner:
+                    // the planner must tell them apart.
+                    workflow_notice: memory.clone(),
+                    repos_notice: None,
+                };
+                let now_t = at(t);
+                let obs = observe(&pods, &memory);
+                let view = SessionView { name: "s1", generation: 3, desired, spec: &spec, status: st.as_ref() };
+                let mut planned = plan(&view, &obs, now_t, &cfg);
+                let mut notified = false;
+                for a in &planned.actions {
+                    match a {
+                        Action::CreatePod { attempt, .. } if !pods.iter().any(|p| p.attempt == *attempt) => {
+                            uids += 1;
+                            pods.push(SimPod { uid: format!("pod-{uids}"), attempt: *attempt, runner: RunnerState::Unknown, phase: PodPhase::Pending });
+                        }
+                        Action::DeletePod { name } => pods.retain(|p| &pod_name("s1", p.attempt) != name),
+                        Action::NotifyWorkflow(w) => {
+                            let Some(target) = obs.pod.as_ref() else {
+                                return Err(TestCaseError::fail("told a runner that is not there"));
+                            };
+                            if !failing {
+                                sent.push((target.uid.clone(), w.clone()));
+                            }
+                            memory = Some(Notice { runner: target.uid.clone(), target: w.clone(), ok: !failing, message: String::new(), at: now_t, failures: u32::from(failing) });
+                            notified = true;
+                        }
+                        _ => {}
+                    }
+                }
+                if notified {
+                    let obs = observe(&pods, &memory);
+                    planned = plan(&view, &obs, now_t, &cfg);
+                }
+                let written = planned.status;
+                let reconciled = find_condition(written.conditions(), WORKFLOW_RECONCILED).is_some_and(|c| c.status == CS::True);
+                if written.phase == Some(Phase::Running)
+                    && reconciled
+                    && let Some(w) = desired_workflow(&spec)
+                {
+                    let current = pods.iter().find(|p| Some(p.attempt) == written.attempt);
+                    let told = current.is_some_and(|p| sent.iter().any(|(uid, x)| uid == &p.uid && x.as_ref() == Some(&w)));
+                    prop_assert!(told, "WorkflowReconciled=True for attempt {:?} whose runner was never told {w:?}; sent {sent:?}", written.attempt);
+                }
+                st = Some(written);
             }
         }
     }

@@ -268,6 +268,7 @@ pub fn pod_view(pod: &Pod) -> PodView {
         .unwrap_or_default();
     PodView {
         name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
         phase,
         reason: status.and_then(|s| s.reason.clone()),
         deleting: pod.metadata.deletion_timestamp.is_some(),

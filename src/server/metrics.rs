@@ -85,6 +85,7 @@ pub struct Metrics {
     pub watch_errors: Counter,
     pub reconcile_duration: Histogram,
     pub sessions: Family<PhaseLabel, Gauge>,
+    pub notice_entries: Gauge,
 }
 
 impl Metrics {
@@ -108,6 +109,7 @@ impl Metrics {
         let watch_errors = Counter::default();
         let reconcile_duration = reconcile_histogram();
         let sessions = Family::<PhaseLabel, Gauge>::default();
+        let notice_entries = Gauge::default();
 
         registry.register(
             "controller_runtime_webhook_latency_seconds",
@@ -189,6 +191,11 @@ impl Metrics {
             "Sessions seen by the reconciler, by phase",
             sessions.clone(),
         );
+        registry.register(
+            "agentic_webhook_runner_notice_entries",
+            "Runners whose notices the reconciler remembers (at most one per session with a live runner)",
+            notice_entries.clone(),
+        );
 
         Arc::new(Metrics {
             registry,
@@ -208,6 +215,7 @@ impl Metrics {
             watch_errors,
             reconcile_duration,
             sessions,
+            notice_entries,
         })
     }
 
