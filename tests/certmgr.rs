@@ -1,4 +1,7 @@
-//! `serve --manage-certs` against a scripted API server.
+//! `serve --manage-certs` against a scripted API server and a fake clock:
+//! lost create races, renewals, CA rotation and failed injections, which a
+//! real apiserver cannot be made to show on demand. The whole flow against
+//! a real kube-apiserver is tests/apiserver_certs.rs.
 
 mod common;
 
@@ -167,64 +170,6 @@ fn bundle_patches(log: &Log) -> Vec<String> {
             String::from_utf8_lossy(&bytes).to_string()
         })
         .collect()
-}
-
-#[tokio::test]
-async fn the_first_replica_creates_the_ca_injects_it_everywhere_and_then_becomes_ready() {
-    let now = Now::new();
-    let mut script = vec![
-        status(404, "NotFound"),
-        ok(
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "agentic-webhook-ca"}}),
-        ),
-    ];
-    let t = targets(None);
-    script.extend([
-        ok(t[0].clone()),
-        ok(t[0].clone()),
-        ok(t[1].clone()),
-        ok(t[1].clone()),
-        ok(t[2].clone()),
-        ok(t[2].clone()),
-    ]);
-    let (client, log) = mockapi::client(script);
-    let (mut m, h) = manager(client, &now);
-    assert_eq!(h.health.readiness(), Err("no serving certificate loaded"));
-    let next = m.step().await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        lines(&log),
-        vec![
-            format!("GET {SECRET}"),
-            "POST /api/v1/namespaces/agentic-system/secrets?".to_owned(),
-            format!("GET {MUTATING}"),
-            format!("PATCH {MUTATING}?"),
-            format!("GET {VALIDATING}"),
-            format!("PATCH {VALIDATING}?"),
-            format!("GET {CRD}"),
-            format!("PATCH {CRD}?"),
-        ]
-    );
-    let rec = mockapi::recorded(&log);
-    let created = rec[1].body.clone().unwrap_or_default();
-    let ca_pem = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(created["data"]["ca.crt"].as_str().unwrap_or(""))
-            .unwrap_or_default(),
-    )
-    .unwrap_or_default();
-    assert!(ca_pem.contains("BEGIN CERTIFICATE"));
-    for bundle in bundle_patches(&log) {
-        assert_eq!(bundle.trim(), ca_pem.trim());
-    }
-    let mutate_patch = rec[3].body.clone().unwrap_or_default();
-    assert_eq!(
-        mutate_patch[0],
-        json!({"op": "test", "path": "/webhooks/0/name", "value": "mutate.agenticsessions.vteam.ambient-code"})
-    );
-    assert!(served_cert_is_signed_by(&h, &ca_pem));
-    assert_eq!(h.health.readiness(), Ok(()));
-    // Bundles are re-checked every 10 minutes (someone may overwrite them).
-    assert_eq!(next, Duration::from_secs(600));
 }
 
 #[tokio::test]

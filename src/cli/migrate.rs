@@ -32,8 +32,9 @@ pub struct MigrateArgs {
     /// Objects per list page.
     #[arg(long, default_value_t = 100)]
     page_size: u32,
-    /// Act as this user (impersonation), e.g. the reconciler's service
-    /// account, which may write the conversion-data annotation (V18).
+    /// Act as this user (impersonation). Whoever migrates needs `list` and
+    /// `update` on agenticsessions in every namespace and `patch` on the
+    /// CRD's status: a cluster administrator, not the reconciler.
     #[arg(long = "as", value_name = "USER")]
     as_user: Option<String>,
     /// Groups for --as; repeatable.

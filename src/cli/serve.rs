@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// With --manage-certs: the CRD whose conversion webhook gets the caBundle.
     #[arg(long, default_value = crate::cli::migrate::CRD_NAME)]
     crd_name: String,
+    /// With --manage-certs: an IP address for the serving certificate, for a
+    /// server the apiserver reaches by IP (`manifests --url https://IP:PORT`); repeatable.
+    #[arg(long = "cert-ip", value_name = "IP")]
+    cert_ips: Vec<std::net::IpAddr>,
     /// With --manage-certs: serving certificate lifetime.
     #[arg(long, default_value = "720h", value_parser = duration::flag)]
     cert_lifetime: Duration,
@@ -201,7 +205,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                         format!("{svc}.{ns}.svc"),
                         format!("{svc}.{ns}.svc.cluster.local"),
                     ],
-                    ips: Vec::new(),
+                    ips: args.cert_ips.clone(),
                     cert_lifetime: args.cert_lifetime,
                     ca_lifetime: args.ca_lifetime,
                     renew_fraction: args.renew_fraction,

@@ -6,9 +6,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod envtest;
+pub mod installed;
 pub mod mockapi;
 
 use agentic_webhook::client::{Alpn, Connection, Tls};
@@ -48,77 +50,45 @@ pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-pub struct Server {
+/// A child process whose stderr is read as JSON log lines (our binary with
+/// `--log-format json`); killed when dropped.
+pub struct Proc {
     child: Child,
-    pub https: SocketAddr,
-    pub probes: SocketAddr,
     logs: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
-impl Server {
-    /// `serve` with the given extra arguments, on 127.0.0.1 ephemeral ports.
-    pub fn start(args: &[&str]) -> Server {
-        Self::start_with_env(args, &[])
-    }
-
-    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "--log-format",
-            "json",
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--probe-addr",
-            "127.0.0.1:0",
-        ])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning server: {e}"));
+impl Proc {
+    /// Spawn `cmd` (stderr is captured); `kept` processes live as long as
+    /// the test binary (see `envtest::spawn_kept`), others die with the
+    /// test thread that spawned them, or on drop.
+    pub fn spawn(mut cmd: Command, kept: bool) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let spawned = if kept {
+            envtest::spawn_kept(cmd)
+        } else {
+            envtest::die_with_parent(&mut cmd);
+            cmd.spawn()
+        };
+        let mut child = spawned.unwrap_or_else(|e| panic!("spawning {BIN}: {e}"));
         let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let v: serde_json::Value =
                     serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line.clone()));
-                if v["message"] == "serving" {
-                    let _ = tx.send((
-                        v["https"].as_str().map(String::from),
-                        v["probes"].as_str().map(String::from),
-                    ));
+                if std::env::var_os("AGENTIC_TEST_ECHO_LOGS").is_some() {
+                    eprintln!("{line}");
                 }
                 if let Ok(mut l) = sink.lock() {
                     l.push(v);
                 }
             }
         });
-        let (https, probes) = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok((Some(h), Some(p))) => (h, p),
-            other => {
-                let _ = child.kill();
-                panic!(
-                    "server did not start: {other:?}; logs: {:?}",
-                    logs.lock().map(|l| l.clone())
-                );
-            }
-        };
-        Server {
-            child,
-            https: https.parse().unwrap_or_else(|e| panic!("{https}: {e}")),
-            probes: probes.parse().unwrap_or_else(|e| panic!("{probes}: {e}")),
-            logs,
-        }
+        Proc { child, logs }
     }
 
     pub fn pid(&self) -> u32 {
@@ -129,16 +99,22 @@ impl Server {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
-    /// Wait until a log line satisfies `pred`.
-    pub fn wait_log(&self, pred: impl Fn(&serde_json::Value) -> bool, timeout: Duration) -> bool {
+    /// Wait until a log line satisfies `pred`; returns it.
+    pub fn wait_log(
+        &self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+        timeout: Duration,
+    ) -> Option<serde_json::Value> {
         let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if self.logs().iter().any(&pred) {
-                return true;
+        loop {
+            if let Some(l) = self.logs().into_iter().find(|l| pred(l)) {
+                return Some(l);
+            }
+            if Instant::now() >= end {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        false
     }
 
     pub fn signal(&self, sig: &str) {
@@ -148,6 +124,10 @@ impl Server {
             .map(|s| s.success())
             .unwrap_or(false);
         assert!(ok, "kill -{sig} failed");
+    }
+
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
@@ -172,10 +152,93 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+pub struct Server {
+    proc: Proc,
+    pub https: SocketAddr,
+    pub probes: SocketAddr,
+}
+
+impl Server {
+    /// `serve` with the given extra arguments, on 127.0.0.1 ephemeral ports.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::launch("127.0.0.1:0", args, env, false)
+    }
+
+    /// A server on a given HTTPS address (one the apiserver was told of).
+    pub fn start_at(addr: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::launch(addr, args, env, false)
+    }
+
+    /// A server that lives as long as the test binary (shared by its tests).
+    pub fn start_kept(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::launch("127.0.0.1:0", args, env, true)
+    }
+
+    fn launch(addr: &str, args: &[&str], env: &[(&str, &str)], kept: bool) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "--log-format",
+            "json",
+            "serve",
+            "--addr",
+            addr,
+            "--probe-addr",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let proc = Proc::spawn(cmd, kept);
+        let serving = proc.wait_log(|v| v["message"] == "serving", Duration::from_secs(20));
+        let addr =
+            |key: &str| -> Option<SocketAddr> { serving.as_ref()?[key].as_str()?.parse().ok() };
+        let (Some(https), Some(probes)) = (addr("https"), addr("probes")) else {
+            panic!("server did not start; logs: {:?}", proc.logs());
+        };
+        Server {
+            proc,
+            https,
+            probes,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn logs(&self) -> Vec<serde_json::Value> {
+        self.proc.logs()
+    }
+
+    /// Wait until a log line satisfies `pred`.
+    pub fn wait_log(&self, pred: impl Fn(&serde_json::Value) -> bool, timeout: Duration) -> bool {
+        self.proc.wait_log(pred, timeout).is_some()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        self.proc.signal(sig)
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.proc.wait_exit(timeout)
+    }
+
+    /// Resident set size in KiB (Linux).
+    pub fn rss_kib(&self) -> Option<u64> {
+        self.proc.rss_kib()
     }
 }
 

@@ -1,0 +1,749 @@
+//! The reconciler binary against a real kube-apiserver v1.35 with the
+//! webhook installed: its status writes pass through V17/V22 for real, its
+//! RBAC is the shipped ClusterRole, and the test plays the kubelet by
+//! writing pod status (there is no kubelet). Runners are a fake HTTP server
+//! on 127.0.0.1 reached through `--runner-url-template`.
+
+mod common;
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::post;
+use common::envtest::{Principal, SYSTEM_NS, Who, eventually, say};
+use common::installed::{GROUP, Installed, installed};
+use common::{BIN, Proc};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+const WORKFLOW: &str = "https://github.com/acme/workflows.git";
+
+fn sessions(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(GROUP, "v1alpha2", "AgenticSession"),
+        "agenticsessions",
+    );
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+fn as_json<T: serde::Serialize>(o: &T) -> Value {
+    serde_json::to_value(o).unwrap_or_default()
+}
+
+/// One POST a runner received.
+#[derive(Clone, Debug)]
+struct Notice {
+    namespace: String,
+    session: String,
+    attempt: String,
+    path: String,
+    body: Value,
+    at: Instant,
+    /// Answered 200.
+    ok: bool,
+}
+
+/// Runners, as one HTTP server on 127.0.0.1 that records every notice.
+#[derive(Clone, Default)]
+struct Runners {
+    seen: Arc<Mutex<Vec<Notice>>>,
+    /// Answer 503 instead of 200 (a runner that is up but not ready).
+    busy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Runners {
+    async fn start() -> (Runners, String) {
+        let runners = Runners::default();
+        let app = Router::new()
+            .route(
+                "/{namespace}/{session}/{attempt}/{path}",
+                post(
+                    |State(r): State<Runners>,
+                     Path((namespace, session, attempt, path)): Path<(
+                        String,
+                        String,
+                        String,
+                        String,
+                    )>,
+                     body: String| async move {
+                        let busy = r.busy.load(std::sync::atomic::Ordering::Relaxed);
+                        if let Ok(mut seen) = r.seen.lock() {
+                            seen.push(Notice {
+                                namespace,
+                                session,
+                                attempt,
+                                path: format!("/{path}"),
+                                body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
+                                at: Instant::now(),
+                                ok: !busy,
+                            });
+                        }
+                        if busy {
+                            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "runner busy")
+                        } else {
+                            (axum::http::StatusCode::OK, "ok")
+                        }
+                    },
+                ),
+            )
+            .with_state(runners.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (
+            runners,
+            format!("http://{addr}/{{namespace}}/{{session}}/{{attempt}}"),
+        )
+    }
+
+    fn of(&self, session: &str) -> Vec<Notice> {
+        self.seen
+            .lock()
+            .map(|s| s.iter().filter(|n| n.session == session).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// `agentic-webhook reconcile` as the reconciler's service account.
+fn reconciler(env: &Installed, args: &[&str]) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--log-format",
+        "json",
+        "reconcile",
+        "--probe-addr",
+        "127.0.0.1:0",
+    ])
+    .args(args)
+    .env(
+        "KUBECONFIG",
+        env.cp.kubeconfig(&Who::Token(Principal::Reconciler)),
+    )
+    .env("RUST_LOG", "info,kube=warn");
+    Proc::spawn(cmd, false)
+}
+
+fn scoped(ns: &str, template: &str, max_attempts: &str) -> Vec<String> {
+    vec![
+        "--no-leader-election".into(),
+        "--namespace".into(),
+        ns.into(),
+        "--runner-url-template".into(),
+        template.into(),
+        "--max-attempts".into(),
+        max_attempts.into(),
+    ]
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+async fn create_session(client: &kube::Client, ns: &str, name: &str, spec: Value) -> Value {
+    let o: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": format!("{GROUP}/v1alpha2"), "kind": "AgenticSession",
+        "metadata": {"name": name, "namespace": ns}, "spec": spec,
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    as_json(
+        &sessions(client, ns)
+            .create(&PostParams::default(), &o)
+            .await
+            .unwrap_or_else(|e| panic!("creating {name}: {e}")),
+    )
+}
+
+fn with_workflow() -> Value {
+    json!({"initialPrompt": "Fix the flaky login test",
+           "repos": [{"url": "https://github.com/acme/api.git"}],
+           "activeWorkflow": {"gitUrl": WORKFLOW, "path": "flows/fix"}})
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
+}
+
+/// Wait until the session's status satisfies `pred`; returns the object.
+async fn wait_session(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let api = sessions(client, ns);
+    let pred = &pred;
+    eventually(
+        &format!("{ns}/{name}: {what}"),
+        Duration::from_secs(30),
+        || {
+            let api = api.clone();
+            async move {
+                let o = as_json(&api.get(name).await.map_err(|e| e.to_string())?);
+                if pred(&o["status"]) {
+                    Ok(o)
+                } else {
+                    Err(o["status"].to_string())
+                }
+            }
+        },
+    )
+    .await
+}
+
+fn phase_is(phase: &'static str) -> impl Fn(&Value) -> bool {
+    move |s| s["phase"] == phase
+}
+
+async fn pod_names(client: &kube::Client, ns: &str, session: &str) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut names: Vec<String> = pods
+        .list(&ListParams::default().labels(&format!("vteam.ambient-code/session={session}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+async fn wait_pods(client: &kube::Client, ns: &str, session: &str, want: &[&str]) {
+    eventually(
+        &format!("pods of {ns}/{session} to be {want:?}"),
+        Duration::from_secs(30),
+        || async move {
+            let names = pod_names(client, ns, session).await;
+            if names == want {
+                Ok(())
+            } else {
+                Err(format!("{names:?}"))
+            }
+        },
+    )
+    .await
+}
+
+/// The kubelet's part: write the runner container's state into pod status.
+async fn kubelet(
+    client: &kube::Client,
+    ns: &str,
+    pod: &str,
+    phase: &str,
+    runner: Value,
+    ready: bool,
+) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let body = json!({"status": {
+        "phase": phase,
+        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+        "containerStatuses": [{
+            "name": "runner", "image": "runner", "imageID": "", "ready": ready,
+            "restartCount": 0, "state": runner,
+        }],
+    }});
+    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+        .unwrap_or_else(|e| panic!("kubelet write to {pod}: {e}"));
+}
+
+fn running() -> Value {
+    json!({"running": {"startedAt": "2026-11-28T10:00:00Z"}})
+}
+
+fn terminated(code: i32, reason: &str) -> Value {
+    json!({"terminated": {"exitCode": code, "reason": reason,
+                          "startedAt": "2026-11-28T10:00:00Z", "finishedAt": "2026-11-28T10:05:00Z"}})
+}
+
+#[tokio::test]
+async fn a_session_runs_to_completion_and_its_runner_is_told_the_workflow_once_started() {
+    let Some(env) = installed() else { return };
+    let client = env.cp.client().await;
+    let ns = env.cp.namespace(&client, "lifecycle").await;
+    let (runners, template) = Runners::start().await;
+    let _reconciler = reconciler(env, &refs(&scoped(&ns, &template, "3")));
+    let created = create_session(&client, &ns, "s1", with_workflow()).await;
+    let uid = created["metadata"]["uid"].clone();
+
+    let s = wait_session(&client, &ns, "s1", "Creating", phase_is("Creating")).await;
+    assert_eq!(condition(&s["status"], "PodCreated")["status"], "True");
+    assert_eq!(s["status"]["attempt"], 1);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = as_json(
+        &pods
+            .get("s1-runner-1")
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let owner = json!([{"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession",
+                        "name": "s1", "uid": uid, "controller": true, "blockOwnerDeletion": true}]);
+    assert_eq!(pod["metadata"]["ownerReferences"], owner);
+    assert_eq!(pod["metadata"]["labels"]["vteam.ambient-code/attempt"], "1");
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let svc = as_json(
+        &services
+            .get("session-s1")
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    assert_eq!(svc["metadata"]["ownerReferences"], owner);
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8001);
+
+    // Scheduled, image pulling: still Creating, and nobody is told anything.
+    kubelet(
+        &client,
+        &ns,
+        "s1-runner-1",
+        "Pending",
+        json!({"waiting": {"reason": "ContainerCreating"}}),
+        false,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = wait_session(&client, &ns, "s1", "still Creating", phase_is("Creating")).await;
+    assert_eq!(
+        condition(&s["status"], "WorkflowReconciled")["reason"],
+        Value::Null,
+        "no workflow condition before the runner ran: {}",
+        s["status"]
+    );
+    assert!(runners.of("s1").is_empty(), "{:?}", runners.of("s1"));
+
+    // Running and ready: Running, then told the workflow, then reconciled.
+    let started = Instant::now();
+    kubelet(&client, &ns, "s1-runner-1", "Running", running(), true).await;
+    let s = wait_session(&client, &ns, "s1", "Running and Ready", |st| {
+        st["phase"] == "Running" && condition(st, "Ready")["status"] == "True"
+    })
+    .await;
+    let st = &s["status"];
+    assert_eq!(condition(st, "RunnerStarted")["status"], "True");
+    assert_eq!(condition(st, "WorkflowReconciled")["status"], "True");
+    assert_eq!(
+        st["reconciledWorkflow"],
+        json!({"gitUrl": WORKFLOW, "branch": "main", "path": "flows/fix"})
+    );
+    assert_eq!(st["observedGeneration"], s["metadata"]["generation"]);
+    let told = runners.of("s1");
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(
+        (
+            told[0].namespace.as_str(),
+            told[0].attempt.as_str(),
+            told[0].path.as_str()
+        ),
+        (ns.as_str(), "1", "/workflow")
+    );
+    assert_eq!(
+        told[0].body,
+        json!({"gitUrl": WORKFLOW, "branch": "main", "path": "flows/fix"})
+    );
+    assert!(told[0].at > started, "told before the runner started");
+
+    // The runner exits 0: Completed, and the pod is removed.
+    kubelet(
+        &client,
+        &ns,
+        "s1-runner-1",
+        "Succeeded",
+        terminated(0, "Completed"),
+        false,
+    )
+    .await;
+    let s = wait_session(&client, &ns, "s1", "Completed", phase_is("Completed")).await;
+    assert!(s["status"]["completionTime"].is_string());
+    assert_eq!(condition(&s["status"], "Ready")["reason"], "Completed");
+    wait_pods(&client, &ns, "s1", &[]).await;
+    assert_eq!(runners.of("s1").len(), 1, "told again after completion");
+}
+
+#[tokio::test]
+async fn an_oom_killed_runner_is_retried_told_again_and_stops_at_the_cap() {
+    let Some(env) = installed() else { return };
+    let client = env.cp.client().await;
+    let ns = env.cp.namespace(&client, "retry").await;
+    let (runners, template) = Runners::start().await;
+    let _reconciler = reconciler(env, &refs(&scoped(&ns, &template, "2")));
+    create_session(&client, &ns, "s2", with_workflow()).await;
+
+    wait_pods(&client, &ns, "s2", &["s2-runner-1"]).await;
+    kubelet(&client, &ns, "s2-runner-1", "Running", running(), true).await;
+    wait_session(&client, &ns, "s2", "attempt 1 Ready", |st| {
+        condition(st, "Ready")["status"] == "True"
+    })
+    .await;
+
+    // OOM-killed while the pod is still Running (a sidecar would keep it so).
+    kubelet(
+        &client,
+        &ns,
+        "s2-runner-1",
+        "Running",
+        terminated(137, "OOMKilled"),
+        false,
+    )
+    .await;
+    let s = wait_session(&client, &ns, "s2", "attempt 2", |st| st["attempt"] == 2).await;
+    let ready = condition(&s["status"], "Ready");
+    assert_eq!(ready["reason"], "OOMKilled", "{}", s["status"]);
+    assert_eq!(
+        ready["message"],
+        "retrying after: runner container exited with code 137 (OOMKilled)"
+    );
+    assert_eq!(s["status"]["reconciledWorkflow"], Value::Null);
+    wait_pods(&client, &ns, "s2", &["s2-runner-2"]).await;
+    assert_eq!(
+        runners.of("s2").iter().filter(|n| n.attempt == "2").count(),
+        0,
+        "the second runner was told before it started"
+    );
+
+    // The new runner starts: it is told the workflow before Ready again.
+    kubelet(&client, &ns, "s2-runner-2", "Running", running(), true).await;
+    let s = wait_session(&client, &ns, "s2", "attempt 2 Ready", |st| {
+        st["attempt"] == 2 && condition(st, "Ready")["status"] == "True"
+    })
+    .await;
+    assert_eq!(
+        condition(&s["status"], "WorkflowReconciled")["status"],
+        "True"
+    );
+    let attempts: Vec<String> = runners.of("s2").iter().map(|n| n.attempt.clone()).collect();
+    assert_eq!(attempts, ["1", "2"], "each attempt's runner told once");
+
+    // OOM again at the cap: Failed, RetriesExhausted, nothing re-created.
+    kubelet(
+        &client,
+        &ns,
+        "s2-runner-2",
+        "Running",
+        terminated(137, "OOMKilled"),
+        false,
+    )
+    .await;
+    let s = wait_session(&client, &ns, "s2", "Failed", phase_is("Failed")).await;
+    let exhausted = condition(&s["status"], "RetriesExhausted");
+    assert_eq!(exhausted["status"], "True");
+    assert_eq!(exhausted["reason"], "OOMKilled");
+    wait_pods(&client, &ns, "s2", &[]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pod_names(&client, &ns, "s2").await, Vec::<String>::new());
+    let s = wait_session(&client, &ns, "s2", "still Failed", phase_is("Failed")).await;
+    assert_eq!(s["status"]["attempt"], 2);
+}
+
+#[tokio::test]
+async fn desired_phase_stopped_stops_a_running_session_and_is_cleared() {
+    let Some(env) = installed() else { return };
+    let client = env.cp.client().await;
+    let ns = env.cp.namespace(&client, "stop").await;
+    let (_runners, template) = Runners::start().await;
+    let _reconciler = reconciler(env, &refs(&scoped(&ns, &template, "3")));
+    create_session(
+        &client,
+        &ns,
+        "s3",
+        json!({"initialPrompt": "p", "interactive": true}),
+    )
+    .await;
+    wait_pods(&client, &ns, "s3", &["s3-runner-1"]).await;
+    kubelet(&client, &ns, "s3-runner-1", "Running", running(), true).await;
+    wait_session(&client, &ns, "s3", "Running", phase_is("Running")).await;
+
+    sessions(&client, &ns)
+        .patch(
+            "s3",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"ambient-code.io/desired-phase": "Stopped"}}}),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s = wait_session(&client, &ns, "s3", "Stopped", phase_is("Stopped")).await;
+    assert_eq!(s["status"]["stoppedReason"], "user");
+    assert_eq!(condition(&s["status"], "Ready")["reason"], "Stopped");
+    wait_pods(&client, &ns, "s3", &[]).await;
+    let s = eventually("the annotation cleared", Duration::from_secs(30), || {
+        let api = sessions(&client, &ns);
+        async move {
+            let o = as_json(&api.get("s3").await.map_err(|e| e.to_string())?);
+            match o["metadata"]["annotations"].get("ambient-code.io/desired-phase") {
+                None => Ok(o),
+                Some(v) => Err(v.to_string()),
+            }
+        }
+    })
+    .await;
+    assert_eq!(s["status"]["phase"], "Stopped");
+}
+
+#[tokio::test]
+async fn status_writes_keep_what_a_concurrent_writer_wrote() {
+    let Some(env) = installed() else { return };
+    let client = env.cp.client().await;
+    let ns = env.cp.namespace(&client, "conflict").await;
+    let (_runners, template) = Runners::start().await;
+
+    // Another controller (same principal, its own field manager) writes the
+    // runner-owned status fields as fast as it can, before and while the
+    // reconciler moves the session along.
+    create_session(&client, &ns, "s4", json!({"initialPrompt": "p"})).await;
+    let writer_client = env.cp.client_as(&Who::Token(Principal::Reconciler)).await;
+    let writer_api = sessions(&writer_client, &ns);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let patch =
+                    json!({"status": {"sdkSessionId": format!("sdk-{n}"), "sdkRestartCount": n}});
+                if let Err(e) = writer_api
+                    .patch_status("s4", &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    panic!("writer {n}: {e}");
+                }
+            }
+            n
+        }
+    });
+    let reconciler = reconciler(env, &refs(&scoped(&ns, &template, "3")));
+    wait_pods(&client, &ns, "s4", &["s4-runner-1"]).await;
+    kubelet(&client, &ns, "s4-runner-1", "Running", running(), true).await;
+    wait_session(&client, &ns, "s4", "Running and Ready", |st| {
+        st["phase"] == "Running" && condition(st, "Ready")["status"] == "True"
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let last = writer.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(last > 5, "the writer barely ran ({last} writes)");
+    // One more transition after the writer's last word: the reconciler's
+    // apply must neither undo nor take over what the writer wrote.
+    kubelet(
+        &client,
+        &ns,
+        "s4-runner-1",
+        "Succeeded",
+        terminated(0, "Completed"),
+        false,
+    )
+    .await;
+    let s = wait_session(&client, &ns, "s4", "Completed", phase_is("Completed")).await;
+    let st = &s["status"];
+    assert_eq!(st["sdkRestartCount"], last);
+    assert_eq!(st["sdkSessionId"], format!("sdk-{last}"));
+    assert_eq!(condition(st, "RunnerStarted")["status"], "True");
+    let owned_by = |manager: &str| -> String {
+        s["metadata"]["managedFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["manager"] == manager && m["subresource"] == "status")
+            .map(|m| m["fieldsV1"].to_string())
+            .collect()
+    };
+    let reconciler_fields = owned_by("agentic-reconciler");
+    assert!(reconciler_fields.contains("f:phase"), "{reconciler_fields}");
+    for runner_field in ["f:sdkSessionId", "f:sdkRestartCount"] {
+        assert!(
+            !reconciler_fields.contains(runner_field),
+            "the reconciler took {runner_field}: {reconciler_fields}"
+        );
+    }
+    let conflicts = reconciler
+        .logs()
+        .iter()
+        .filter(|l| l.to_string().contains("onflict"))
+        .count();
+    say(&format!(
+        "concurrent writer: {last} status writes; reconciler log lines about conflicts: {conflicts}"
+    ));
+}
+
+#[tokio::test]
+async fn a_failed_workflow_notice_is_update_failed_and_retried_until_the_runner_answers() {
+    let Some(env) = installed() else { return };
+    let client = env.cp.client().await;
+    let ns = env.cp.namespace(&client, "notice").await;
+    let (runners, template) = Runners::start().await;
+    runners
+        .busy
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let _reconciler = reconciler(env, &refs(&scoped(&ns, &template, "3")));
+    create_session(&client, &ns, "s7", with_workflow()).await;
+    wait_pods(&client, &ns, "s7", &["s7-runner-1"]).await;
+    kubelet(&client, &ns, "s7-runner-1", "Running", running(), true).await;
+
+    // The runner refuses: recorded, not observed, and tried again (backoff).
+    let s = wait_session(&client, &ns, "s7", "UpdateFailed, twice tried", |st| {
+        condition(st, "WorkflowReconciled")["reason"] == "UpdateFailed"
+    })
+    .await;
+    let wf = condition(&s["status"], "WorkflowReconciled");
+    assert_eq!(wf["status"], "False");
+    assert!(
+        wf["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("503") && m.contains("runner busy")),
+        "{wf}"
+    );
+    assert_eq!(condition(&s["status"], "Ready")["status"], "False");
+    assert_ne!(
+        s["status"]["observedGeneration"],
+        s["metadata"]["generation"]
+    );
+    assert_eq!(s["status"]["reconciledWorkflow"], Value::Null);
+    eventually("a retried notice", Duration::from_secs(30), || {
+        let n = runners.of("s7").len();
+        async move {
+            if n >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{n} notices"))
+            }
+        }
+    })
+    .await;
+
+    // The runner recovers: the next retry lands and the session is Ready.
+    runners
+        .busy
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let s = wait_session(&client, &ns, "s7", "Ready", |st| {
+        condition(st, "Ready")["status"] == "True"
+    })
+    .await;
+    assert_eq!(
+        s["status"]["observedGeneration"],
+        s["metadata"]["generation"]
+    );
+    let told = runners.of("s7");
+    assert!(told.iter().take(told.len() - 1).all(|n| !n.ok), "{told:?}");
+    assert!(
+        told.last().is_some_and(|n| n.ok && n.attempt == "1"),
+        "{told:?}"
+    );
+    say(&format!(
+        "failed notice: {} tries until the runner answered",
+        told.len()
+    ));
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_acts_and_a_standby_takes_over_without_duplicates() {
+    let Some(env) = installed() else { return };
+    let client = env.cp.client().await;
+    let ns = env.cp.namespace(&client, "leader").await;
+    let (runners, template) = Runners::start().await;
+    let lease = format!("lease-{ns}");
+    let args = |id: &str| {
+        vec![
+            "--namespace".to_owned(),
+            ns.clone(),
+            "--runner-url-template".into(),
+            template.clone(),
+            "--lease-name".into(),
+            lease.clone(),
+            "--lease-namespace".into(),
+            SYSTEM_NS.into(),
+            "--lease-duration".into(),
+            "4s".into(),
+            "--identity".into(),
+            id.into(),
+        ]
+    };
+    let leading = |l: &Value| l["message"] == "leading: reconciling";
+    let a = reconciler(env, &refs(&args("replica-a")));
+    assert!(
+        a.wait_log(leading, Duration::from_secs(30)).is_some(),
+        "replica-a never led: {:?}",
+        a.logs()
+    );
+    let mut b = reconciler(env, &refs(&args("replica-b")));
+    assert!(
+        b.wait_log(
+            |l| l["message"] == "waiting for leadership",
+            Duration::from_secs(30)
+        )
+        .is_some(),
+        "{:?}",
+        b.logs()
+    );
+
+    create_session(&client, &ns, "s5", with_workflow()).await;
+    wait_pods(&client, &ns, "s5", &["s5-runner-1"]).await;
+    wait_session(&client, &ns, "s5", "Creating", phase_is("Creating")).await;
+    let acted = |p: &Proc| {
+        p.logs()
+            .iter()
+            .filter(|l| l["message"] == "status written" || l["message"] == "runner pod created")
+            .count()
+    };
+    assert!(acted(&a) > 0);
+    assert_eq!(acted(&b), 0, "the standby acted: {:?}", b.logs());
+    assert!(
+        !b.logs().iter().any(leading),
+        "two leaders at once: {:?}",
+        b.logs()
+    );
+    assert!(b.try_wait().is_none());
+
+    // The leader dies without releasing the Lease; the standby takes over
+    // once it expires, and picks up where the leader left off.
+    let killed = Instant::now();
+    a.signal("KILL");
+    drop(a);
+    let took = eventually("replica-b to lead", Duration::from_secs(30), || {
+        let b = &b;
+        async move {
+            b.logs()
+                .iter()
+                .any(leading)
+                .then(|| killed.elapsed())
+                .ok_or_else(|| "not yet".to_owned())
+        }
+    })
+    .await;
+    say(&format!(
+        "leader election: standby took over {:.1}s after the leader was killed (lease 4s)",
+        took.as_secs_f64()
+    ));
+    kubelet(&client, &ns, "s5-runner-1", "Running", running(), true).await;
+    wait_session(&client, &ns, "s5", "Ready under the new leader", |st| {
+        condition(st, "Ready")["status"] == "True"
+    })
+    .await;
+    assert_eq!(pod_names(&client, &ns, "s5").await, ["s5-runner-1"]);
+    assert_eq!(runners.of("s5").len(), 1, "{:?}", runners.of("s5"));
+    create_session(&client, &ns, "s6", json!({"initialPrompt": "p"})).await;
+    wait_pods(&client, &ns, "s6", &["s6-runner-1"]).await;
+
+    // The Lease names the survivor.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), SYSTEM_NS);
+    let l = as_json(&leases.get(&lease).await.unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(l["spec"]["holderIdentity"], "replica-b");
+    let _ = sessions(&client, &ns)
+        .delete("s6", &DeleteParams::default())
+        .await;
+}

@@ -1,0 +1,151 @@
+//! The product installed into this binary's control plane: the real
+//! `serve` binary on 127.0.0.1 and what `agentic-webhook manifests --url`
+//! renders for it (CRD with the conversion webhook, both webhook
+//! configurations, RBAC), applied with kubectl.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::envtest::{ControlPlane, Principal, control_plane};
+use super::{BIN, Server, make_certs};
+
+pub const CRD: &str = "agenticsessions.vteam.ambient-code";
+pub const GROUP: &str = "vteam.ambient-code";
+
+pub struct Installed {
+    pub cp: &'static ControlPlane,
+    pub server: Server,
+    /// The CA that signed the webhook's serving certificate.
+    pub ca_file: PathBuf,
+    /// `https://127.0.0.1:PORT`, what the apiserver calls.
+    pub url: String,
+}
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
+
+/// The control plane with the product installed (once per test binary);
+/// `None` when the real-apiserver tests are skipped.
+pub fn installed() -> Option<&'static Installed> {
+    let cp = control_plane()?;
+    Some(INSTALLED.get_or_init(|| install(cp)))
+}
+
+/// `agentic-webhook manifests` with these arguments, as YAML.
+pub fn render(args: &[&str]) -> Vec<u8> {
+    let out = Command::new(BIN)
+        .arg("manifests")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("manifests: {e}"));
+    assert!(
+        out.status.success(),
+        "manifests {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Start a webhook server as the manifests configure it (controller
+/// principal: the reconciler's service account).
+pub fn start_server(cp: &ControlPlane, extra: &[&str]) -> (Server, PathBuf) {
+    let dir = cp
+        .dir()
+        .join(format!("webhook-{}", super::envtest::free_port()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    make_certs(&dir);
+    let cert = dir.join("tls.crt");
+    let key = dir.join("tls.key");
+    let controller = format!("--controller-user={}", Principal::Reconciler.username());
+    let mut args = vec![
+        "--tls-cert",
+        cert.to_str().unwrap_or_default(),
+        "--tls-key",
+        key.to_str().unwrap_or_default(),
+        controller.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start_kept(&args, &[]);
+    (server, dir.join("ca.crt"))
+}
+
+fn install(cp: &'static ControlPlane) -> Installed {
+    let started = Instant::now();
+    let (server, ca_file) = start_server(cp, &[]);
+    let url = format!("https://{}", server.https);
+    let yaml = render(&[
+        "--ca-file",
+        ca_file.to_str().unwrap_or_default(),
+        "--url",
+        &url,
+    ]);
+    cp.kubectl_ok(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(&yaml),
+    );
+    wait_until_serving(cp);
+    super::envtest::say(&format!(
+        "envtest: product installed (webhook {url}) in {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
+    Installed {
+        cp,
+        server,
+        ca_file,
+        url,
+    }
+}
+
+/// The CRD is Established and the apiserver calls our webhooks: a
+/// server-side dry-run create of a legacy object comes back normalized
+/// (mutation) and a bad one is refused (validation).
+pub fn wait_until_serving(cp: &ControlPlane) {
+    cp.kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=Established",
+            &format!("crd/{CRD}"),
+            "--timeout=30s",
+        ],
+        None,
+    );
+    let probe = |prompt: &str, url: &str| {
+        json!({"apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+               "metadata": {"name": "install-probe", "namespace": "default"},
+               "spec": {"prompt": prompt, "repos": [{"input": {"url": url}}]}})
+        .to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let good = cp.kubectl(
+            &super::envtest::Who::admin(),
+            &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+            Some(probe("hello", "https://github.com/o/r.git").as_bytes()),
+        );
+        let bad = cp.kubectl(
+            &super::envtest::Who::admin(),
+            &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+            Some(probe("hello", "file:///etc").as_bytes()),
+        );
+        let obj: Value = serde_json::from_slice(&good.stdout).unwrap_or(Value::Null);
+        if obj["spec"]["initialPrompt"] == "hello"
+            && !bad.status.success()
+            && String::from_utf8_lossy(&bad.stderr).contains("spec.repos[0]")
+        {
+            return;
+        }
+        last = format!(
+            "good: {} {}; bad: {}",
+            String::from_utf8_lossy(&good.stdout),
+            String::from_utf8_lossy(&good.stderr),
+            String::from_utf8_lossy(&bad.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the apiserver did not start calling the webhooks within 30s: {last}");
+}
