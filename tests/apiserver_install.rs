@@ -65,6 +65,7 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
     // Namespaced objects need their namespace to exist (a dry run creates
     // nothing), and the cert-manager flavour needs cert-manager's kinds.
     cp.kubectl_ok(&["create", "namespace", "agentic-system"], None);
+    cp.kubectl_ok(&["create", "namespace", "team-sessions"], None);
     let cm = root().join("tests/data/cert-manager-crds.yaml");
     cp.kubectl_ok(&["apply", "-f", cm.to_str().unwrap_or_default()], None);
     for crd in ["issuers.cert-manager.io", "certificates.cert-manager.io"] {
@@ -79,7 +80,7 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
         );
     }
 
-    for flavour in ["base", "cert-manager", "self-managed"] {
+    for flavour in ["base", "cert-manager", "self-managed", "namespaced"] {
         let yaml = kustomize(cp, flavour);
         let docs = documents(&yaml);
         let lines = dry_run(cp, &yaml);

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::post;
-use common::envtest::{Principal, SYSTEM_NS, Who, eventually, say};
+use common::envtest::{Principal, SYSTEM_NS, Who, eventually, free_port, say};
 use common::installed::{GROUP, Installed, installed};
 use common::{BIN, Proc};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -118,20 +119,19 @@ impl Runners {
 
 /// `agentic-webhook reconcile` as the reconciler's service account.
 fn reconciler(env: &Installed, args: &[&str]) -> Proc {
+    reconciler_at(env, "127.0.0.1:0", args)
+}
+
+/// The same, with its probes (and /metrics) on `probes`.
+fn reconciler_at(env: &Installed, probes: &str, args: &[&str]) -> Proc {
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "--log-format",
-        "json",
-        "reconcile",
-        "--probe-addr",
-        "127.0.0.1:0",
-    ])
-    .args(args)
-    .env(
-        "KUBECONFIG",
-        env.cp.kubeconfig(&Who::Token(Principal::Reconciler)),
-    )
-    .env("RUST_LOG", "info,kube=warn");
+    cmd.args(["--log-format", "json", "reconcile", "--probe-addr", probes])
+        .args(args)
+        .env(
+            "KUBECONFIG",
+            env.cp.kubeconfig(&Who::Token(Principal::Reconciler)),
+        )
+        .env("RUST_LOG", "info,kube=warn");
     Proc::spawn(cmd, false)
 }
 
@@ -261,6 +261,71 @@ async fn kubelet(
     pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&body))
         .await
         .unwrap_or_else(|e| panic!("kubelet write to {pod}: {e}"));
+}
+
+/// The Events recorded for a session: reason -> (type, count, note).
+async fn events_of(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> BTreeMap<String, (String, i32, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = BTreeMap::new();
+    for e in list.items {
+        let regarding = e.regarding.as_ref();
+        if regarding.and_then(|r| r.name.as_deref()) != Some(name)
+            || regarding.and_then(|r| r.kind.as_deref()) != Some("AgenticSession")
+        {
+            continue;
+        }
+        assert_eq!(
+            e.reporting_controller.as_deref(),
+            Some("agentic-reconciler")
+        );
+        let count = e.series.as_ref().map_or(1, |s| s.count);
+        let entry = out.entry(e.reason.clone().unwrap_or_default()).or_insert((
+            e.type_.clone().unwrap_or_default(),
+            0,
+            e.note.clone().unwrap_or_default(),
+        ));
+        entry.1 += count;
+    }
+    out
+}
+
+/// Wait until the session's Events have exactly these reasons with these counts.
+async fn wait_events(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    want: &[(&str, &str, i32)],
+) -> BTreeMap<String, (String, i32, String)> {
+    eventually(
+        &format!("events of {ns}/{name}"),
+        Duration::from_secs(30),
+        || async move {
+            let got = events_of(client, ns, name).await;
+            let summary: Vec<(String, String, i32)> = got
+                .iter()
+                .map(|(r, (t, c, _))| (r.clone(), t.clone(), *c))
+                .collect();
+            let mut expected: Vec<(String, String, i32)> = want
+                .iter()
+                .map(|(r, t, c)| ((*r).to_owned(), (*t).to_owned(), *c))
+                .collect();
+            expected.sort();
+            if summary == expected {
+                Ok(got)
+            } else {
+                Err(format!("{summary:?}"))
+            }
+        },
+    )
+    .await
 }
 
 fn running() -> Value {
@@ -447,6 +512,51 @@ async fn an_oom_killed_runner_is_retried_told_again_and_stops_at_the_cap() {
     assert_eq!(pod_names(&client, &ns, "s2").await, Vec::<String>::new());
     let s = wait_session(&client, &ns, "s2", "still Failed", phase_is("Failed")).await;
     assert_eq!(s["status"]["attempt"], 2);
+
+    // The story, as `kubectl describe` tells it: repeats folded into series.
+    let events = wait_events(
+        &client,
+        &ns,
+        "s2",
+        &[
+            ("PodCreated", "Normal", 2),
+            ("RunnerStarted", "Normal", 2),
+            ("WorkflowApplied", "Normal", 2),
+            ("AttemptFailed", "Warning", 2),
+            ("Retrying", "Normal", 1),
+            ("RetriesExhausted", "Warning", 1),
+        ],
+    )
+    .await;
+    assert_eq!(
+        events["AttemptFailed"].2,
+        "attempt 1 of 2 failed (OOMKilled): runner container exited with code 137 (OOMKilled)"
+    );
+    assert_eq!(
+        events["Retrying"].2,
+        "starting attempt 2 of 2 on a new runner pod"
+    );
+    let out = env.cp.kubectl(
+        &Who::admin(),
+        &["describe", "agenticsession", "-n", &ns, "s2"],
+        None,
+    );
+    let described = String::from_utf8_lossy(&out.stdout).to_string();
+    let section = described.split("Events:").nth(1).unwrap_or_default();
+    for reason in [
+        "PodCreated",
+        "RunnerStarted",
+        "WorkflowApplied",
+        "AttemptFailed",
+        "Retrying",
+        "RetriesExhausted",
+    ] {
+        assert!(
+            section.contains(reason),
+            "kubectl describe lacks {reason}:\n{described}"
+        );
+    }
+    assert!(section.contains("agentic-reconciler"), "{described}");
 }
 
 #[tokio::test]
@@ -481,6 +591,17 @@ async fn desired_phase_stopped_stops_a_running_session_and_is_cleared() {
     assert_eq!(s["status"]["stoppedReason"], "user");
     assert_eq!(condition(&s["status"], "Ready")["reason"], "Stopped");
     wait_pods(&client, &ns, "s3", &[]).await;
+    wait_events(
+        &client,
+        &ns,
+        "s3",
+        &[
+            ("PodCreated", "Normal", 1),
+            ("RunnerStarted", "Normal", 1),
+            ("Stopped", "Normal", 1),
+        ],
+    )
+    .await;
     let s = eventually("the annotation cleared", Duration::from_secs(30), || {
         let api = sessions(&client, &ns);
         async move {
@@ -646,6 +767,95 @@ async fn a_failed_workflow_notice_is_update_failed_and_retried_until_the_runner_
     say(&format!(
         "failed notice: {} tries until the runner answered",
         told.len()
+    ));
+    let failures = i32::try_from(told.len() - 1).unwrap_or(0);
+    let events = wait_events(
+        &client,
+        &ns,
+        "s7",
+        &[
+            ("PodCreated", "Normal", 1),
+            ("RunnerStarted", "Normal", 1),
+            ("WorkflowNoticeFailed", "Warning", failures),
+            ("WorkflowApplied", "Normal", 1),
+        ],
+    )
+    .await;
+    assert!(
+        events["WorkflowNoticeFailed"].2.contains("503"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_controller_restart_neither_loses_nor_repeats_a_notice() {
+    let Some(env) = installed() else { return };
+    let client = env.cp.client().await;
+    let ns = env.cp.namespace(&client, "restart").await;
+    let (runners, template) = Runners::start().await;
+    let args = scoped(&ns, &template, "3");
+    runners
+        .busy
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let first = reconciler(env, &refs(&args));
+    create_session(&client, &ns, "s8", with_workflow()).await;
+    wait_pods(&client, &ns, "s8", &["s8-runner-1"]).await;
+    kubelet(&client, &ns, "s8-runner-1", "Running", running(), true).await;
+    wait_session(&client, &ns, "s8", "UpdateFailed", |st| {
+        condition(st, "WorkflowReconciled")["reason"] == "UpdateFailed"
+    })
+    .await;
+
+    // Restart before the runner took the workflow: the new process tells it.
+    first.signal("KILL");
+    drop(first);
+    let before = runners.of("s8").len();
+    assert!(before >= 1 && runners.of("s8").iter().all(|n| !n.ok));
+    runners
+        .busy
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let second = reconciler(env, &refs(&args));
+    let s = wait_session(&client, &ns, "s8", "Ready after the restart", |st| {
+        condition(st, "Ready")["status"] == "True"
+    })
+    .await;
+    assert_eq!(s["status"]["reconciledWorkflow"]["gitUrl"], WORKFLOW);
+    let told = runners.of("s8");
+    assert_eq!(told.iter().filter(|n| n.ok).count(), 1, "{told:?}");
+
+    // Restart after it: the status says this runner has it; nothing is re-sent.
+    second.signal("KILL");
+    drop(second);
+    let probes = format!("127.0.0.1:{}", free_port());
+    let _third = reconciler_at(env, &probes, &refs(&args));
+    let addr: std::net::SocketAddr = probes.parse().unwrap_or_else(|e| panic!("{e}"));
+    eventually(
+        "the third process to reconcile s8",
+        Duration::from_secs(30),
+        || async move {
+            if std::net::TcpStream::connect(addr).is_err() {
+                return Err("not listening yet".to_owned());
+            }
+            let (_, text) = common::http_get(addr, "/metrics");
+            match common::metric(
+                &text,
+                "agentic_webhook_reconciles_total{result=\"success\"}",
+            ) {
+                Some(n) if n >= 1.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        runners.of("s8").len(),
+        told.len(),
+        "re-sent after a restart"
+    );
+    say(&format!(
+        "controller restarts: {} failed notices before, 1 delivered after, 0 repeated",
+        before
     ));
 }
 

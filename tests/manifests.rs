@@ -10,7 +10,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -56,6 +56,7 @@ fn check_types(docs: &[Value]) {
             "Role" => serde_json::from_value::<Role>(d.clone()).map(|_| ()),
             "RoleBinding" => serde_json::from_value::<RoleBinding>(d.clone()).map(|_| ()),
             "Service" => serde_json::from_value::<Service>(d.clone()).map(|_| ()),
+            "ConfigMap" => serde_json::from_value::<ConfigMap>(d.clone()).map(|_| ()),
             "Deployment" => serde_json::from_value::<Deployment>(d.clone()).map(|_| ()),
             "PodDisruptionBudget" => {
                 serde_json::from_value::<PodDisruptionBudget>(d.clone()).map(|_| ())
@@ -311,6 +312,27 @@ fn rules(list: &[(&str, &str, &str, &[&str])]) -> Rules {
     out
 }
 
+/// What the reconciler calls, cluster-wide or in its one namespace.
+fn reconciler_rules() -> Rules {
+    rules(&[
+        (
+            "vteam.ambient-code",
+            "agenticsessions",
+            "*",
+            &["get", "list", "watch", "patch"],
+        ),
+        (
+            "vteam.ambient-code",
+            "agenticsessions/status",
+            "*",
+            &["patch"],
+        ),
+        ("", "pods", "*", &["list", "watch", "create", "delete"]),
+        ("", "services", "*", &["get", "list", "watch", "create"]),
+        ("events.k8s.io", "events", "*", &["create", "patch"]),
+    ])
+}
+
 fn check_reconciler(docs: &[Value]) {
     let d: Deployment = find(docs, "Deployment", "agentic-reconciler");
     let pod = d
@@ -329,25 +351,7 @@ fn check_reconciler(docs: &[Value]) {
     check_args(&args(&d)).unwrap_or_else(|e| panic!("reconciler args do not parse: {e}"));
     // Exactly what the controller calls (see lifecycle::controller).
     let cr: ClusterRole = find(docs, "ClusterRole", "agentic-reconciler");
-    assert_eq!(
-        flatten(&cr.rules.unwrap_or_default()),
-        rules(&[
-            (
-                "vteam.ambient-code",
-                "agenticsessions",
-                "*",
-                &["get", "list", "watch", "patch"]
-            ),
-            (
-                "vteam.ambient-code",
-                "agenticsessions/status",
-                "*",
-                &["patch"]
-            ),
-            ("", "pods", "*", &["list", "watch", "create", "delete"]),
-            ("", "services", "*", &["get", "list", "watch", "create"]),
-        ])
-    );
+    assert_eq!(flatten(&cr.rules.unwrap_or_default()), reconciler_rules());
     let lease: Role = find(docs, "Role", "agentic-reconciler-lease");
     assert_eq!(
         flatten(&lease.rules.unwrap_or_default()),
@@ -383,6 +387,55 @@ fn the_base_renders_and_holds_every_property() {
     assert!(bindings_of(&docs, "agentic-webhook").is_empty());
     let sa: ServiceAccount = find(&docs, "ServiceAccount", "agentic-webhook");
     assert_eq!(sa.automount_service_account_token, Some(false));
+}
+
+#[test]
+fn the_namespaced_overlay_grants_the_reconciler_nothing_cluster_wide() {
+    let docs = kustomize("namespaced");
+    check_types(&docs);
+    check_webhook_configurations(&docs);
+    for kind in ["ClusterRole", "ClusterRoleBinding"] {
+        assert!(
+            !docs
+                .iter()
+                .any(|d| d["kind"] == kind && d["metadata"]["name"] == "agentic-reconciler"),
+            "{kind} left in"
+        );
+    }
+    let mut bound = bindings_of(&docs, "agentic-reconciler");
+    bound.sort();
+    assert_eq!(bound, ["agentic-reconciler", "agentic-reconciler-lease"]);
+    let role: Role = find(&docs, "Role", "agentic-reconciler");
+    assert_eq!(role.metadata.namespace.as_deref(), Some("team-sessions"));
+    assert_eq!(flatten(&role.rules.unwrap_or_default()), reconciler_rules());
+    let binding: RoleBinding = find(&docs, "RoleBinding", "agentic-reconciler");
+    assert_eq!(binding.metadata.namespace.as_deref(), Some("team-sessions"));
+    // The reconciler watches exactly that namespace.
+    let d: Deployment = find(&docs, "Deployment", "agentic-reconciler");
+    let env = d
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    let watch = env
+        .iter()
+        .find(|e| e.name == "AGENTIC_WATCH_NAMESPACE")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.config_map_key_ref.as_ref())
+        .map(|r| (r.name.clone(), r.key.clone()));
+    assert_eq!(
+        watch,
+        Some((
+            "agentic-reconciler-scope".to_owned(),
+            "namespace".to_owned()
+        ))
+    );
+    let scope = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "agentic-reconciler-scope")
+        .unwrap_or_else(|| panic!("no scope ConfigMap"));
+    assert_eq!(scope["data"]["namespace"], "team-sessions");
 }
 
 #[test]

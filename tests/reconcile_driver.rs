@@ -132,6 +132,11 @@ fn list_pods() -> String {
     format!("GET {PODS}?&labelSelector=vteam.ambient-code%2Fsession%3Ds1")
 }
 
+/// The Event recorded once the status is written.
+fn events_post() -> String {
+    "POST /apis/events.k8s.io/v1/namespaces/team-a/events?".to_owned()
+}
+
 fn status_apply() -> String {
     format!("PATCH {SESSIONS}/s1/status?&force=true&fieldManager=agentic-reconciler")
 }
@@ -158,7 +163,8 @@ async fn a_pod_that_already_exists_is_adopted_not_duplicated() {
             list_pods(),
             format!("GET {SERVICES}/session-s1"),
             format!("POST {PODS}?"),
-            status_apply()
+            status_apply(),
+            events_post(),
         ]
     );
 }
@@ -268,11 +274,16 @@ async fn a_stalled_api_call_times_out_is_retried_with_backoff_and_creates_no_sec
             list_pods(),
             format!("GET {SERVICES}/session-s1"),
             status_apply(),
+            events_post(),
         ],
         "the retry sees the pod the stalled call created and does not create another"
     );
     let rec = mockapi::recorded(&log);
-    let st = rec.last().and_then(|r| r.body.clone()).unwrap_or_default();
+    let st = rec
+        .iter()
+        .rfind(|r| r.line() == status_apply())
+        .and_then(|r| r.body.clone())
+        .unwrap_or_default();
     assert_eq!(st["status"]["phase"], "Creating", "the status is not lost");
     assert_eq!(st["status"]["attempt"], 1);
 }

@@ -127,6 +127,11 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     let client = apiclient::infer(args.api_timeout)
         .await
         .context("building the kube client")?;
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("agentic-reconciler-{}", std::process::id()));
     let ctx = Context::new(
         client.clone(),
         RunnerConfig {
@@ -141,7 +146,8 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         )),
         metrics,
     )
-    .with_reconcile_timeout(args.reconcile_timeout);
+    .with_reconcile_timeout(args.reconcile_timeout)
+    .with_instance(identity.clone());
 
     if args.no_leader_election {
         tracing::info!(namespace = ?args.namespace, "reconciling without leader election");
@@ -153,11 +159,6 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let identity = args
-        .identity
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("agentic-reconciler-{}", std::process::id()));
     let manager = LeaseManagerBuilder::new(client, &args.lease_name)
         .with_namespace(&args.lease_namespace)
         .with_identity(&identity)

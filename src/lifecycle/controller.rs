@@ -15,6 +15,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller, Error as ControllerError};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -27,7 +28,9 @@ use crate::api::v1alpha2::{API_VERSION, SessionStatus};
 use crate::server::metrics::{Metrics, PhaseLabel, ResultLabel};
 
 use super::notice::{NoticeBody, RunnerNotifier, RunnerRef};
-use super::plan::{self, Action, Desired, Notice, Observed, PlanConfig, SessionView, service_name};
+use super::plan::{
+    self, Action, Desired, Happened, Notice, Observed, PlanConfig, SessionView, service_name,
+};
 use super::world::{self, LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY, RunnerConfig};
 
 pub const FIELD_MANAGER: &str = "agentic-reconciler";
@@ -75,6 +78,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub clock: fn() -> Timestamp,
     pub reconcile_timeout: Duration,
+    /// One recorder for the controller: it folds repeats of an event into
+    /// a series (count) instead of a new Event per reconcile.
+    recorder: Recorder,
     notices: Mutex<HashMap<String, RunnerNotices>>,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
@@ -87,7 +93,9 @@ impl Context {
         notifier: Arc<dyn RunnerNotifier>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let recorder = Recorder::new(client.clone(), reporter(None));
         Arc::new(Context {
+            recorder,
             client,
             runner,
             plan,
@@ -108,6 +116,11 @@ impl Context {
         self.edit(|ctx| ctx.reconcile_timeout = timeout)
     }
 
+    /// Name this replica in the Events it records (`reportingInstance`).
+    pub fn with_instance(self: Arc<Self>, instance: String) -> Arc<Self> {
+        self.edit(|ctx| ctx.recorder = Recorder::new(ctx.client.clone(), reporter(Some(instance))))
+    }
+
     /// Settings are applied before the context is shared; once shared they
     /// are fixed.
     fn edit(self: Arc<Self>, f: impl FnOnce(&mut Context)) -> Arc<Self> {
@@ -117,6 +130,41 @@ impl Context {
                 Arc::new(ctx)
             }
             Err(shared) => shared,
+        }
+    }
+}
+
+fn reporter(instance: Option<String>) -> Reporter {
+    Reporter {
+        controller: FIELD_MANAGER.to_owned(),
+        instance,
+    }
+}
+
+/// Publish what the plan says happened. Events are for people: a failure
+/// is logged and counted, never fails the reconcile.
+async fn record_events(ctx: &Context, session: &AgenticSession, events: &[Happened]) {
+    if events.is_empty() {
+        return;
+    }
+    let mut regarding = session.object_ref(&());
+    // Without the resourceVersion, repeats match and are folded into a series.
+    regarding.resource_version = None;
+    for e in events {
+        let event = Event {
+            type_: if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: e.reason.to_owned(),
+            note: Some(e.note.chars().take(1024).collect()),
+            action: e.action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &regarding).await {
+            ctx.metrics.event_errors.inc();
+            tracing::warn!(session = %session.name_any(), namespace = ?session.namespace(), reason = e.reason, %error, "event not recorded");
         }
     }
 }
@@ -299,6 +347,7 @@ fn record<T: PartialEq + Clone>(
         .filter(|n| n.runner == runner && n.target == target && !n.ok)
         .map_or(0, |n| n.failures);
     *slot = Some(Notice {
+        fresh: false,
         runner: runner.to_owned(),
         target,
         ok: result.is_ok(),
@@ -381,6 +430,10 @@ async fn reconcile_once(session: &AgenticSession, ctx: &Context) -> Result<Reque
         }
     }
 
+    let told_workflow = notices.iter().any(|n| matches!(n, NoticeBody::Workflow(_)));
+    let told_repos = notices
+        .iter()
+        .any(|n| matches!(n, NoticeBody::Repos { .. }));
     if let (false, Some(runner_uid)) = (notices.is_empty(), runner_uid) {
         for body in notices {
             let runner = RunnerRef {
@@ -412,11 +465,18 @@ async fn reconcile_once(session: &AgenticSession, ctx: &Context) -> Result<Reque
                 ctx.metrics.notice_entries.set(gauge_value(map.len()));
             }
         }
-        // The answers are part of the world now.
-        let observed = observe(session, ctx).await?;
+        // The answers are part of the world now, and news for the planner.
+        let mut observed = observe(session, ctx).await?;
+        for n in observed.workflow_notice.iter_mut() {
+            n.fresh = told_workflow;
+        }
+        for n in observed.repos_notice.iter_mut() {
+            n.fresh = told_repos;
+        }
         let replanned = plan::plan(&view, &observed, now, &ctx.plan);
         planned.status = replanned.status;
         planned.status_changed = replanned.status_changed;
+        planned.events = replanned.events;
         planned.requeue = match (planned.requeue, replanned.requeue) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -445,6 +505,8 @@ async fn reconcile_once(session: &AgenticSession, ctx: &Context) -> Result<Reque
             "status written"
         );
     }
+
+    record_events(ctx, session, &planned.events).await;
 
     if clear_desired && let Some(value) = desired_text {
         // Clear only what we acted on: a newer request makes the test fail.

@@ -125,6 +125,8 @@ pub struct PodView {
 /// The result of the last notice of one kind sent to a runner.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Notice<T> {
+    /// Sent during the reconcile being planned (its result is news).
+    pub fresh: bool,
     /// The uid of the runner pod it was sent to: a notice counts only for
     /// that runner, never for the next attempt's or a restart's.
     pub runner: String,
@@ -175,6 +177,18 @@ pub enum Action {
     ClearDesiredPhase,
 }
 
+/// Something an operator wants to read in `kubectl describe`: published as
+/// an Event on the session once the status that records it is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Happened {
+    pub warning: bool,
+    /// PascalCase, e.g. `AttemptFailed`.
+    pub reason: &'static str,
+    /// What the controller did, e.g. `Retry`.
+    pub action: &'static str,
+    pub note: String,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// The full status the session should have.
@@ -184,6 +198,7 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// When to look again (`None`: on the next change).
     pub requeue: Option<Duration>,
+    pub events: Vec<Happened>,
 }
 
 pub fn pod_name(session: &str, attempt: i64) -> String {
@@ -234,6 +249,7 @@ struct Planner<'a> {
     st: SessionStatus,
     actions: Vec<Action>,
     requeue: Option<Duration>,
+    events: Vec<Happened>,
 }
 
 pub fn plan(s: &SessionView<'_>, obs: &Observed, now: Timestamp, cfg: &PlanConfig) -> Plan {
@@ -248,6 +264,7 @@ pub fn plan(s: &SessionView<'_>, obs: &Observed, now: Timestamp, cfg: &PlanConfi
         st: current.clone(),
         actions: Vec::new(),
         requeue: None,
+        events: Vec::new(),
     };
     match current.phase.clone() {
         None => p.new_session(),
@@ -266,6 +283,7 @@ pub fn plan(s: &SessionView<'_>, obs: &Observed, now: Timestamp, cfg: &PlanConfi
         st,
         actions,
         requeue,
+        events,
         ..
     } = p;
     Plan {
@@ -273,6 +291,7 @@ pub fn plan(s: &SessionView<'_>, obs: &Observed, now: Timestamp, cfg: &PlanConfi
         status: st,
         actions,
         requeue,
+        events,
     }
 }
 
@@ -323,6 +342,21 @@ impl Planner<'_> {
             .as_deref()
             .and_then(|c| c.iter().find(|c| c.type_ == type_))
             .map(|c| &c.status)
+    }
+
+    fn happened(
+        &mut self,
+        warning: bool,
+        reason: &'static str,
+        action: &'static str,
+        note: String,
+    ) {
+        self.events.push(Happened {
+            warning,
+            reason,
+            action,
+            note,
+        });
     }
 
     fn requeue_in(&mut self, d: Duration) {
@@ -409,6 +443,13 @@ impl Planner<'_> {
             }),
         }
         self.st.phase = Some(Phase::Creating);
+        let (attempt, max) = (self.attempt(), self.cfg.max_attempts.max(1));
+        self.happened(
+            false,
+            "PodCreated",
+            "CreatePod",
+            format!("runner pod {name} created (attempt {attempt} of {max})"),
+        );
         self.cond(
             POD_CREATED,
             ConditionStatus::True,
@@ -506,10 +547,25 @@ impl Planner<'_> {
         let max = self.cfg.max_attempts.max(1);
         self.forget_runner(&format!("the runner of attempt {attempt} is gone"));
         self.cond(RUNNER_STARTED, ConditionStatus::False, reason, message);
+        self.happened(
+            true,
+            "AttemptFailed",
+            "Observe",
+            format!("attempt {attempt} of {max} failed ({reason}): {message}"),
+        );
         if attempt < max {
             // Running -> Pending is legal only with a higher attempt in the same write.
             self.st.attempt = Some(attempt + 1);
             self.st.phase = Some(Phase::Pending);
+            self.happened(
+                false,
+                "Retrying",
+                "Retry",
+                format!(
+                    "starting attempt {} of {max} on a new runner pod",
+                    attempt + 1
+                ),
+            );
             self.st.start_time = None;
             self.cond(
                 POD_CREATED,
@@ -527,6 +583,12 @@ impl Planner<'_> {
         } else {
             self.st.phase = Some(Phase::Failed);
             self.st.completion_time = Some(self.now_text.clone());
+            self.happened(
+                true,
+                "RetriesExhausted",
+                "Retry",
+                format!("attempt {attempt} of {max} failed; no runner will be started again"),
+            );
             self.cond(
                 RETRIES_EXHAUSTED,
                 ConditionStatus::True,
@@ -540,6 +602,19 @@ impl Planner<'_> {
     fn enter_running(&mut self) {
         self.st.phase = Some(Phase::Running);
         self.st.start_time = Some(self.now_text.clone());
+        let pod = self
+            .obs
+            .pod
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let attempt = self.attempt();
+        self.happened(
+            false,
+            "RunnerStarted",
+            "Observe",
+            format!("runner pod {pod} is running (attempt {attempt})"),
+        );
         self.cond(
             RUNNER_STARTED,
             ConditionStatus::True,
@@ -592,6 +667,12 @@ impl Planner<'_> {
         ) {
             self.st.phase = Some(Phase::Completed);
             self.st.completion_time = Some(self.now_text.clone());
+            self.happened(
+                false,
+                "Completed",
+                "Observe",
+                "the runner finished successfully (exit code 0)".to_owned(),
+            );
             self.cond(
                 READY,
                 ConditionStatus::False,
@@ -631,6 +712,12 @@ impl Planner<'_> {
         if self.now >= deadline {
             self.st.phase = Some(Phase::Failed);
             self.st.completion_time = Some(self.now_text.clone());
+            self.happened(
+                true,
+                "Timeout",
+                "Stop",
+                format!("ran longer than timeoutSeconds ({limit})"),
+            );
             self.cond(
                 READY,
                 ConditionStatus::False,
@@ -681,6 +768,8 @@ impl Planner<'_> {
         }
         match self.obs.for_current(&self.obs.repos_notice) {
             Some(n) if n.target == desired && n.ok => {
+                let note = format!("the runner applied {} repo(s)", desired.len());
+                self.happened(false, "ReposApplied", "NotifyRunner", note);
                 self.st.reconciled_repos = Some(desired);
                 self.cond(
                     REPOS_RECONCILED,
@@ -690,6 +779,10 @@ impl Planner<'_> {
                 );
             }
             Some(n) if n.target == desired => {
+                if n.fresh {
+                    let note = format!("telling the runner its repos failed: {}", n.message);
+                    self.happened(true, "ReposNoticeFailed", "NotifyRunner", note);
+                }
                 self.cond(
                     REPOS_RECONCILED,
                     ConditionStatus::False,
@@ -739,6 +832,16 @@ impl Planner<'_> {
         }
         match self.obs.for_current(&self.obs.workflow_notice) {
             Some(n) if n.target == desired && n.ok => {
+                let note = match &desired {
+                    Some(w) => format!(
+                        "the runner loaded workflow {} (branch {}, path {})",
+                        w.git_url.as_deref().unwrap_or_default(),
+                        w.branch.as_deref().unwrap_or("main"),
+                        w.path.as_deref().unwrap_or("/"),
+                    ),
+                    None => "the runner unloaded its workflow".to_owned(),
+                };
+                self.happened(false, "WorkflowApplied", "NotifyRunner", note);
                 self.st.reconciled_workflow = desired;
                 self.cond(
                     WORKFLOW_RECONCILED,
@@ -748,6 +851,10 @@ impl Planner<'_> {
                 );
             }
             Some(n) if n.target == desired => {
+                if n.fresh {
+                    let note = format!("telling the runner its workflow failed: {}", n.message);
+                    self.happened(true, "WorkflowNoticeFailed", "NotifyRunner", note);
+                }
                 self.cond(
                     WORKFLOW_RECONCILED,
                     ConditionStatus::False,
@@ -815,7 +922,17 @@ impl Planner<'_> {
             }
             None => {
                 self.st.phase = Some(Phase::Stopped);
-                self.st.stopped_reason.get_or_insert(StoppedReason::User);
+                let why = self
+                    .st
+                    .stopped_reason
+                    .get_or_insert(StoppedReason::User)
+                    .clone();
+                self.happened(
+                    false,
+                    "Stopped",
+                    "Stop",
+                    format!("the session is stopped (reason: {})", why.as_str()),
+                );
                 self.st.completion_time = Some(self.now_text.clone());
                 self.cond(
                     READY,
@@ -849,6 +966,12 @@ impl Planner<'_> {
     }
 
     fn restart(&mut self) {
+        self.happened(
+            false,
+            "Restarted",
+            "Restart",
+            "restarted by desired-phase Running: attempt 1 on a new runner pod".to_owned(),
+        );
         self.st.phase = Some(Phase::Pending);
         self.st.attempt = Some(1);
         self.st.start_time = None;

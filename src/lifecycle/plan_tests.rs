@@ -262,6 +262,7 @@ fn a_failed_workflow_notice_is_recorded_and_retried_with_backoff() {
         PodPhase::Running,
     )));
     obs.workflow_notice = Some(Notice {
+        fresh: true,
         runner: runner_uid(1),
         target: desired_workflow(&spec()),
         ok: false,
@@ -307,6 +308,7 @@ fn observed_generation_advances_only_when_repos_and_workflow_are_reconciled() {
         PodPhase::Running,
     )));
     obs.workflow_notice = Some(Notice {
+        fresh: true,
         runner: runner_uid(1),
         target: desired_workflow(&spec()),
         ok: true,
@@ -732,6 +734,7 @@ fn an_unknown_phase_is_left_alone() {
 /// Told `target` successfully, at `runner`.
 fn told<T>(runner: String, target: T) -> Option<Notice<T>> {
     Some(Notice {
+        fresh: false,
         runner,
         target,
         ok: true,
@@ -839,6 +842,146 @@ fn a_failed_attempt_and_a_restart_forget_what_the_status_says_was_reconciled() {
     assert_eq!(p.status.reconciled_repos, None);
 }
 
+fn reasons(p: &Plan) -> Vec<(&'static str, bool)> {
+    p.events.iter().map(|e| (e.reason, e.warning)).collect()
+}
+
+#[test]
+fn events_tell_the_story_of_a_session_with_one_retry() {
+    let cfg = PlanConfig { max_attempts: 2 };
+    let step = |st: Option<&SessionStatus>, obs: &Observed| {
+        let view = SessionView {
+            name: "s1",
+            generation: 3,
+            desired: None,
+            spec: &spec(),
+            status: st,
+        };
+        plan(&view, obs, now(), &cfg)
+    };
+    let running = |a| {
+        world(Some(pod(
+            a,
+            RunnerState::Running { ready: true },
+            PodPhase::Running,
+        )))
+    };
+    let oom = |a| {
+        world(Some(pod(
+            a,
+            RunnerState::Terminated {
+                exit_code: 137,
+                reason: "OOMKilled".into(),
+            },
+            PodPhase::Running,
+        )))
+    };
+    let new = step(None, &world(None));
+    assert_eq!(reasons(&new), []);
+    let creating = step(Some(&new.status), &world(None));
+    assert_eq!(reasons(&creating), [("PodCreated", false)]);
+    assert_eq!(
+        creating.events[0].note,
+        "runner pod s1-runner-1 created (attempt 1 of 2)"
+    );
+    let started = step(Some(&creating.status), &running(1));
+    assert_eq!(reasons(&started), [("RunnerStarted", false)]);
+    let mut told = running(1);
+    told.workflow_notice = Some(Notice {
+        fresh: true,
+        runner: runner_uid(1),
+        target: desired_workflow(&spec()),
+        ok: true,
+        message: String::new(),
+        at: now(),
+        failures: 0,
+    });
+    let applied = step(Some(&started.status), &told);
+    assert_eq!(reasons(&applied), [("WorkflowApplied", false)]);
+    assert_eq!(
+        applied.events[0].note,
+        "the runner loaded workflow https://github.com/acme/wf.git (branch main, path flows/bugfix)"
+    );
+    // Nothing new: nothing to say.
+    let quiet = step(Some(&applied.status), &told);
+    assert_eq!(reasons(&quiet), []);
+
+    let failed = step(Some(&quiet.status), &oom(1));
+    assert_eq!(
+        reasons(&failed),
+        [("AttemptFailed", true), ("Retrying", false)]
+    );
+    assert_eq!(
+        failed.events[0].note,
+        "attempt 1 of 2 failed (OOMKilled): runner container exited with code 137 (OOMKilled)"
+    );
+    assert_eq!(
+        failed.events[1].note,
+        "starting attempt 2 of 2 on a new runner pod"
+    );
+    let creating = step(Some(&failed.status), &world(None));
+    let started = step(Some(&creating.status), &running(2));
+    let exhausted = step(Some(&started.status), &oom(2));
+    assert_eq!(
+        reasons(&exhausted),
+        [("AttemptFailed", true), ("RetriesExhausted", true)]
+    );
+}
+
+#[test]
+fn a_failed_notice_is_an_event_when_it_is_news_only() {
+    let mut obs = world(Some(pod(
+        1,
+        RunnerState::Running { ready: true },
+        PodPhase::Running,
+    )));
+    let failed = |fresh| Notice {
+        fresh,
+        runner: runner_uid(1),
+        target: desired_workflow(&spec()),
+        ok: false,
+        message: "POST http://runner/workflow: 503 Service Unavailable: runner busy".into(),
+        at: now(),
+        failures: 1,
+    };
+    obs.workflow_notice = Some(failed(true));
+    let p = run(Some(&just_running(1)), &obs);
+    assert_eq!(reasons(&p), [("WorkflowNoticeFailed", true)]);
+    assert!(
+        p.events[0]
+            .note
+            .ends_with("503 Service Unavailable: runner busy")
+    );
+    // The same failure seen again on a later reconcile (inside the backoff).
+    obs.workflow_notice = Some(failed(false));
+    let again = run(Some(&p.status), &obs);
+    assert_eq!(reasons(&again), []);
+}
+
+#[test]
+fn stopping_and_restarting_are_told_too() {
+    let stopped = run(
+        Some(&SessionStatus {
+            stopped_reason: Some(StoppedReason::User),
+            ..status(Phase::Stopping, 1)
+        }),
+        &world(None),
+    );
+    assert_eq!(reasons(&stopped), [("Stopped", false)]);
+    assert_eq!(
+        stopped.events[0].note,
+        "the session is stopped (reason: user)"
+    );
+    let restarted = run_at(
+        &spec(),
+        Some(&stopped.status),
+        Some(Desired::Running),
+        &world(None),
+        now(),
+    );
+    assert_eq!(reasons(&restarted), [("Restarted", false)]);
+}
+
 mod props {
     use proptest::prelude::*;
 
@@ -904,6 +1047,7 @@ mod props {
     ) -> impl Strategy<Value = Option<Notice<T>>> {
         proptest::option::of((any::<bool>(), 0u32..5, -10i64..10, 1i64..3).prop_map(
             move |(ok, failures, secs, told)| Notice {
+                fresh: failures % 2 == 0,
                 runner: runner_uid(told),
                 target: target.clone(),
                 ok,
@@ -968,6 +1112,13 @@ mod props {
                 }
                 if p.actions.iter().any(|a| matches!(a, Action::NotifyWorkflow(_))) {
                     prop_assert!(find_condition(p.status.conditions(), RUNNER_STARTED).is_some_and(|c| c.status == CS::True));
+                }
+                // Events are news: a plan that changes no status says only
+                // what a notice sent just now answered.
+                if !p.status_changed {
+                    for e in &p.events {
+                        prop_assert!(e.reason.ends_with("NoticeFailed"), "{e:?} without a status change");
+                    }
                 }
                 if p.status.observed_generation == Some(3) && st.observed_generation != Some(3) {
                     prop_assert!(find_condition(p.status.conditions(), WORKFLOW_RECONCILED).is_some_and(|c| c.status == CS::True));
@@ -1108,7 +1259,7 @@ mod props {
                             if !failing {
                                 sent.push((target.uid.clone(), w.clone()));
                             }
-                            memory = Some(Notice { runner: target.uid.clone(), target: w.clone(), ok: !failing, message: String::new(), at: now_t, failures: u32::from(failing) });
+                            memory = Some(Notice { fresh: false, runner: target.uid.clone(), target: w.clone(), ok: !failing, message: String::new(), at: now_t, failures: u32::from(failing) });
                             notified = true;
                         }
                         _ => {}

@@ -86,6 +86,7 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub sessions: Family<PhaseLabel, Gauge>,
     pub notice_entries: Gauge,
+    pub event_errors: Counter,
 }
 
 impl Metrics {
@@ -110,6 +111,7 @@ impl Metrics {
         let reconcile_duration = reconcile_histogram();
         let sessions = Family::<PhaseLabel, Gauge>::default();
         let notice_entries = Gauge::default();
+        let event_errors = Counter::default();
 
         registry.register(
             "controller_runtime_webhook_latency_seconds",
@@ -196,6 +198,11 @@ impl Metrics {
             "Runners whose notices the reconciler remembers (at most one per session with a live runner)",
             notice_entries.clone(),
         );
+        registry.register(
+            "agentic_webhook_event_errors",
+            "Kubernetes Events the reconciler could not record (they are logged instead)",
+            event_errors.clone(),
+        );
 
         Arc::new(Metrics {
             registry,
@@ -216,6 +223,7 @@ impl Metrics {
             reconcile_duration,
             sessions,
             notice_entries,
+            event_errors,
         })
     }
 

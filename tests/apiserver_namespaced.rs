@@ -1,0 +1,247 @@
+//! The namespaced reconciler (manifests/namespaced: the
+//! namespaced-reconciler component) against a real kube-apiserver v1.35:
+//! with only a Role in the watched namespace (and its Lease Role) the
+//! reconciler runs sessions there, records Events, and leaves every other
+//! namespace alone.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::envtest::{Principal, SYSTEM_NS, Who, eventually};
+use common::installed::{CRD, GROUP, start_server, wait_until_serving};
+use common::{BIN, Proc};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+
+const WATCHED: &str = "team-sessions";
+
+fn sessions(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(GROUP, "v1alpha2", "AgenticSession"),
+        "agenticsessions",
+    );
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+/// The overlay as kustomize renders it, with the webhooks and the CRD
+/// conversion pointed at the test's server (what `manifests --url` does for
+/// the base).
+fn namespaced_install(url: &str, ca_pem: &str) -> Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/namespaced");
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("kubectl: {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let client_config = |path: &str| json!({"url": format!("{url}{path}"), "caBundle": bundle});
+    let mut items = Vec::new();
+    for mut d in docs.into_iter().filter(|d| !d.is_null()) {
+        match d["kind"].as_str().unwrap_or_default() {
+            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
+                let path = if d["kind"] == "MutatingWebhookConfiguration" {
+                    "/mutate"
+                } else {
+                    "/validate"
+                };
+                for w in d["webhooks"].as_array_mut().into_iter().flatten() {
+                    w["clientConfig"] = client_config(path);
+                }
+            }
+            "CustomResourceDefinition" => {
+                d["spec"]["conversion"]["webhook"]["clientConfig"] = client_config("/convert");
+            }
+            _ => {}
+        }
+        items.push(d);
+    }
+    json!({"apiVersion": "v1", "kind": "List", "items": items})
+}
+
+fn can_i(cp: &common::envtest::ControlPlane, args: &[&str]) -> String {
+    let user = format!("--as={}", Principal::Reconciler.username());
+    let mut all = vec!["auth", "can-i", user.as_str()];
+    all.extend_from_slice(args);
+    let out = cp.kubectl(&Who::admin(), &all, None);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_namespaced_reconciler_needs_no_cluster_rights_and_stays_in_its_namespace() {
+    let Some(cp) = common::envtest::control_plane() else {
+        return;
+    };
+    let (server, ca) = start_server(cp, &[]);
+    let url = format!("https://{}", server.https);
+    let ca_pem = std::fs::read_to_string(&ca).unwrap_or_else(|e| panic!("{e}"));
+    cp.kubectl_ok(&["create", "namespace", WATCHED], None);
+    cp.kubectl_ok(&["create", "namespace", "elsewhere"], None);
+    let install = namespaced_install(&url, &ca_pem);
+    cp.kubectl_ok(
+        &["apply", "--server-side", "-f", "-"],
+        Some(install.to_string().as_bytes()),
+    );
+    cp.kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=Established",
+            &format!("crd/{CRD}"),
+            "--timeout=30s",
+        ],
+        None,
+    );
+    wait_until_serving(cp);
+
+    // What the ServiceAccount may do, as the apiserver's authorizer says.
+    assert_eq!(can_i(cp, &["list", "pods", "--all-namespaces"]), "no");
+    assert_eq!(can_i(cp, &["create", "pods", "-n", "elsewhere"]), "no");
+    assert_eq!(
+        can_i(
+            cp,
+            &[
+                "list",
+                "agenticsessions.vteam.ambient-code",
+                "--all-namespaces"
+            ]
+        ),
+        "no"
+    );
+    assert_eq!(can_i(cp, &["create", "pods", "-n", WATCHED]), "yes");
+    assert_eq!(
+        can_i(cp, &["create", "events.events.k8s.io", "-n", WATCHED]),
+        "yes"
+    );
+
+    // The reconciler as the Deployment runs it: namespace from the scope
+    // ConfigMap (AGENTIC_WATCH_NAMESPACE), leader election on.
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--log-format",
+        "json",
+        "reconcile",
+        "--probe-addr",
+        "127.0.0.1:0",
+    ])
+    .args(["--lease-namespace", SYSTEM_NS, "--lease-duration", "4s"])
+    .args(["--runner-url-template", "http://127.0.0.1:9/{session}"])
+    .env("AGENTIC_WATCH_NAMESPACE", WATCHED)
+    .env(
+        "KUBECONFIG",
+        cp.kubeconfig(&Who::Token(Principal::Reconciler)),
+    )
+    .env("RUST_LOG", "info,kube=warn");
+    let reconciler = Proc::spawn(cmd, false);
+    assert!(
+        reconciler
+            .wait_log(
+                |l| l["message"] == "leading: reconciling",
+                Duration::from_secs(30)
+            )
+            .is_some(),
+        "{:?}",
+        reconciler.logs()
+    );
+
+    let client = cp.client().await;
+    for ns in [WATCHED, "elsewhere"] {
+        let o: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": format!("{GROUP}/v1alpha2"), "kind": "AgenticSession",
+            "metadata": {"name": "s1", "namespace": ns}, "spec": {"initialPrompt": "p"},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        sessions(&client, ns)
+            .create(&PostParams::default(), &o)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), WATCHED);
+    eventually("the runner pod", Duration::from_secs(30), || {
+        let pods = pods.clone();
+        async move {
+            pods.get_opt("s1-runner-1")
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|_| ())
+                .ok_or_else(|| "no pod".to_owned())
+        }
+    })
+    .await;
+    let kubelet = json!({"status": {"phase": "Running", "containerStatuses": [{
+        "name": "runner", "image": "runner", "imageID": "", "ready": true, "restartCount": 0,
+        "state": {"running": {"startedAt": "2026-11-28T10:00:00Z"}}}]}});
+    pods.patch_status(
+        "s1-runner-1",
+        &PatchParams::default(),
+        &Patch::Merge(&kubelet),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let watched = sessions(&client, WATCHED);
+    eventually("Running and Ready", Duration::from_secs(30), || {
+        let watched = watched.clone();
+        async move {
+            let o = serde_json::to_value(watched.get("s1").await.map_err(|e| e.to_string())?)
+                .unwrap_or_default();
+            let ready = o["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            if o["status"]["phase"] == "Running" && ready {
+                Ok(())
+            } else {
+                Err(o["status"].to_string())
+            }
+        }
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), WATCHED);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "PodCreated"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "RunnerStarted"), "{reasons:?}");
+
+    // The other namespace is not its business: no status, no pod.
+    let other = serde_json::to_value(
+        sessions(&client, "elsewhere")
+            .get("s1")
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_default();
+    assert_eq!(other.get("status"), None, "{other}");
+    let other_pods: Api<Pod> = Api::namespaced(client.clone(), "elsewhere");
+    assert!(
+        other_pods
+            .list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .items
+            .is_empty()
+    );
+    // Nothing was refused along the way.
+    let denied: Vec<_> = reconciler
+        .logs()
+        .into_iter()
+        .filter(|l| l.to_string().contains("forbidden"))
+        .collect();
+    assert!(denied.is_empty(), "{denied:?}");
+}
