@@ -7,22 +7,14 @@ mod common;
 use std::time::Duration;
 
 use common::envtest::{ControlPlane, Principal, Who, eventually};
-use common::installed::{GROUP, installed};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::GroupVersionKind;
+use common::installed::{GROUP, installed, sessions_in};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 const VALIDATING: &str = "validate.agenticsessions.vteam.ambient-code";
 
-fn resource(version: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(GROUP, version, "AgenticSession"),
-        "agenticsessions",
-    )
-}
-
 fn sessions(client: &kube::Client, ns: &str, version: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, &resource(version))
+    sessions_in(client, ns, version)
 }
 
 fn object(version: &str, ns: &str, name: &str, spec: Value) -> DynamicObject {

@@ -69,15 +69,7 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
     let cm = root().join("tests/data/cert-manager-crds.yaml");
     cp.kubectl_ok(&["apply", "-f", cm.to_str().unwrap_or_default()], None);
     for crd in ["issuers.cert-manager.io", "certificates.cert-manager.io"] {
-        cp.kubectl_ok(
-            &[
-                "wait",
-                "--for=condition=Established",
-                &format!("crd/{crd}"),
-                "--timeout=30s",
-            ],
-            None,
-        );
+        cp.wait_established(crd);
     }
 
     for flavour in ["base", "cert-manager", "self-managed", "namespaced"] {
@@ -100,15 +92,7 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
         &["apply", "--server-side", "-f", "-"],
         Some(rendered.as_bytes()),
     );
-    cp.kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            &format!("crd/{CRD}"),
-            "--timeout=30s",
-        ],
-        None,
-    );
+    cp.wait_established(CRD);
     let crd: Value = serde_json::from_str(&cp.kubectl_ok(&["get", "crd", CRD, "-o", "json"], None))
         .unwrap_or_default();
     let conditions = crd["status"]["conditions"]

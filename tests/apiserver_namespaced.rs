@@ -12,21 +12,16 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::envtest::{Principal, SYSTEM_NS, Who, eventually};
-use common::installed::{CRD, GROUP, start_server, wait_until_serving};
+use common::installed::{CRD, GROUP, sessions_in, start_server, wait_until_serving};
 use common::{BIN, Proc};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::GroupVersionKind;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 const WATCHED: &str = "team-sessions";
 
 fn sessions(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(GROUP, "v1alpha2", "AgenticSession"),
-        "agenticsessions",
-    );
-    Api::namespaced_with(client.clone(), ns, &ar)
+    sessions_in(client, ns, "v1alpha2")
 }
 
 /// The overlay as kustomize renders it, with the webhooks and the CRD
@@ -94,15 +89,7 @@ async fn a_namespaced_reconciler_needs_no_cluster_rights_and_stays_in_its_namesp
         &["apply", "--server-side", "-f", "-"],
         Some(install.to_string().as_bytes()),
     );
-    cp.kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            &format!("crd/{CRD}"),
-            "--timeout=30s",
-        ],
-        None,
-    );
+    cp.wait_established(CRD);
     wait_until_serving(cp);
 
     // What the ServiceAccount may do, as the apiserver's authorizer says.

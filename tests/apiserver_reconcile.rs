@@ -15,24 +15,17 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use common::envtest::{Principal, SYSTEM_NS, Who, eventually, free_port, say};
-use common::installed::{GROUP, Installed, installed};
+use common::installed::{GROUP, Installed, installed, sessions_in};
 use common::{BIN, Proc};
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-};
-use kube::core::GroupVersionKind;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 const WORKFLOW: &str = "https://github.com/acme/workflows.git";
 
 fn sessions(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(GROUP, "v1alpha2", "AgenticSession"),
-        "agenticsessions",
-    );
-    Api::namespaced_with(client.clone(), ns, &ar)
+    sessions_in(client, ns, "v1alpha2")
 }
 
 fn as_json<T: serde::Serialize>(o: &T) -> Value {
@@ -691,13 +684,13 @@ async fn status_writes_keep_what_a_concurrent_writer_wrote() {
             "the reconciler took {runner_field}: {reconciler_fields}"
         );
     }
-    let conflicts = reconciler
+    let failed = reconciler
         .logs()
         .iter()
-        .filter(|l| l.to_string().contains("onflict"))
+        .filter(|l| l["message"] == "reconcile failed")
         .count();
     say(&format!(
-        "concurrent writer: {last} status writes; reconciler log lines about conflicts: {conflicts}"
+        "concurrent writer: {last} status writes; failed reconciles meanwhile: {failed}"
     ));
 }
 
@@ -857,6 +850,77 @@ async fn a_controller_restart_neither_loses_nor_repeats_a_notice() {
         "controller restarts: {} failed notices before, 1 delivered after, 0 repeated",
         before
     ));
+}
+
+/// `agentic_reconciler_api_requests_total`, summed by (verb, resource).
+fn api_requests(metrics: &str) -> BTreeMap<(String, String), f64> {
+    let mut out = BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("agentic_reconciler_api_requests_total{"))
+    {
+        let label = |k: &str| {
+            line.split(&format!("{k}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *out.entry((label("verb"), label("resource"))).or_insert(0.0) += value;
+    }
+    out
+}
+
+#[tokio::test]
+async fn reaching_creating_costs_writes_only_no_reads() {
+    let Some(env) = installed() else { return };
+    let client = env.cp.client().await;
+    let ns = env.cp.namespace(&client, "cost").await;
+    let (_runners, template) = Runners::start().await;
+    let probes = format!("127.0.0.1:{}", free_port());
+    let _reconciler = reconciler_at(env, &probes, &refs(&scoped(&ns, &template, "3")));
+    let names = ["c1", "c2", "c3"];
+    for name in names {
+        create_session(&client, &ns, name, json!({"initialPrompt": "p"})).await;
+    }
+    for name in names {
+        wait_session(&client, &ns, name, "Creating", phase_is("Creating")).await;
+    }
+    let addr: std::net::SocketAddr = probes.parse().unwrap_or_else(|e| panic!("{e}"));
+    // The PodCreated Events follow the last status write.
+    let counts = eventually(
+        "three events counted",
+        Duration::from_secs(30),
+        || async move {
+            let counts = api_requests(&common::http_get(addr, "/metrics").1);
+            match counts.get(&("create".to_owned(), "events".to_owned())) {
+                Some(n) if *n >= 3.0 => Ok(counts),
+                _ => Err(format!("{counts:?}")),
+            }
+        },
+    )
+    .await;
+    let count = |verb: &str, resource: &str| {
+        counts
+            .get(&(verb.to_owned(), resource.to_owned()))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    // Per session: Pending and Creating applied, Service, Pod, one Event.
+    assert_eq!(count("patch", "agenticsessions/status"), 6.0, "{counts:?}");
+    assert_eq!(count("create", "pods"), 3.0, "{counts:?}");
+    assert_eq!(count("create", "services"), 3.0, "{counts:?}");
+    assert_eq!(count("create", "events"), 3.0, "{counts:?}");
+    // Reads come from the watch caches: one list per cache at start, no gets.
+    for resource in ["pods", "services", "agenticsessions"] {
+        assert_eq!(count("list", resource), 1.0, "{resource}: {counts:?}");
+        assert_eq!(count("get", resource), 0.0, "{resource}: {counts:?}");
+    }
 }
 
 #[tokio::test]

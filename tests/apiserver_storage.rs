@@ -105,15 +105,7 @@ async fn sessions_stored_as_v1alpha1_are_served_as_v1alpha2_and_migrated_in_etcd
 
     // 1. The old world: v1alpha1 only, legacy shapes stored as written.
     apply(cp, old_crd().to_string().as_bytes());
-    cp.kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            &format!("crd/{CRD}"),
-            "--timeout=30s",
-        ],
-        None,
-    );
+    cp.wait_established(CRD);
     let session = |name: &str, spec: Value| {
         json!({"apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
                "metadata": {"name": name, "namespace": ns}, "spec": spec})

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use agentic_webhook::api::resource::AgenticSession;
 use agentic_webhook::apiclient;
+use agentic_webhook::lifecycle::cache::CacheWriters;
 use agentic_webhook::lifecycle::controller::{
     Context, Error, error_policy, reconcile, run_controller,
 };
@@ -114,6 +115,22 @@ fn ctx_with_metrics(
     .with_clock(clock)
 }
 
+/// The context's pod and service caches, filled as a completed list.
+fn seed(ctx: &Context, pods: Vec<Value>, services: Vec<Value>) -> CacheWriters {
+    let mut w = ctx
+        .take_cache_writers()
+        .unwrap_or_else(|| panic!("caches taken"));
+    let parse = |v: Value| serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"));
+    w.seed(
+        pods.into_iter().map(parse).collect(),
+        services
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}")))
+            .collect(),
+    );
+    w
+}
+
 async fn reconcile_json(
     obj: Value,
     script: Vec<mockapi::Reply>,
@@ -121,15 +138,13 @@ async fn reconcile_json(
 ) -> (Log, Result<(), String>) {
     let (client, log) = mockapi::client(script);
     let s: AgenticSession = serde_json::from_value(obj).unwrap_or_else(|e| panic!("{e}"));
-    let res = reconcile(Arc::new(s), ctx(client, notifier))
+    let ctx = ctx(client, notifier);
+    let _writers = seed(&ctx, vec![], vec![service()]);
+    let res = reconcile(Arc::new(s), ctx)
         .await
         .map(|_| ())
         .map_err(|e| e.to_string());
     (log, res)
-}
-
-fn list_pods() -> String {
-    format!("GET {PODS}?&labelSelector=vteam.ambient-code%2Fsession%3Ds1")
 }
 
 /// The Event recorded once the status is written.
@@ -141,31 +156,20 @@ fn status_apply() -> String {
     format!("PATCH {SESSIONS}/s1/status?&force=true&fieldManager=agentic-reconciler")
 }
 
-/// The list (a cache) has not seen the pod yet; the create says it exists.
+/// The cache has not seen the pod yet; the create says it exists.
 #[tokio::test]
 async fn a_pod_that_already_exists_is_adopted_not_duplicated() {
     let obj = session(json!({"phase": "Pending", "attempt": 1}), json!({}));
     let (log, res) = reconcile_json(
         obj.clone(),
-        vec![
-            ok(pod_list(vec![])),
-            ok(service()),
-            status(409, "AlreadyExists"),
-            ok(obj),
-        ],
+        vec![status(409, "AlreadyExists"), ok(obj)],
         Arc::new(StubNotifier::default()),
     )
     .await;
     res.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         lines(&log),
-        vec![
-            list_pods(),
-            format!("GET {SERVICES}/session-s1"),
-            format!("POST {PODS}?"),
-            status_apply(),
-            events_post(),
-        ]
+        vec![format!("POST {PODS}?"), status_apply(), events_post()]
     );
 }
 
@@ -175,6 +179,7 @@ async fn api_errors_requeue_with_growing_backoff_and_are_counted() {
     let (client, _log) = mockapi::client(vec![]);
     let metrics = Metrics::new();
     let ctx = ctx_with_metrics(client, Arc::new(StubNotifier::default()), metrics.clone());
+    let _writers = seed(&ctx, vec![], vec![]);
     let s: Arc<AgenticSession> = Arc::new(
         serde_json::from_value(session(json!({"phase": "Pending"}), json!({}))).unwrap_or_default(),
     );
@@ -231,18 +236,10 @@ async fn a_stalled_api_call_times_out_is_retried_with_backoff_and_creates_no_sec
         json!({"waiting": {"reason": "ContainerCreating"}}),
         false,
     );
-    let (client, log) = mockapi::client_with_deadline(
-        vec![
-            ok(pod_list(vec![])),
-            ok(service()),
-            stall(),
-            ok(pod_list(vec![created])),
-            ok(service()),
-            ok(obj.clone()),
-        ],
-        Duration::from_secs(30),
-    );
+    let (client, log) =
+        mockapi::client_with_deadline(vec![stall(), ok(obj.clone())], Duration::from_secs(30));
     let ctx = ctx(client, Arc::new(StubNotifier::default()));
+    let mut writers = seed(&ctx, vec![], vec![service()]);
     let s = parse(obj);
 
     let started = Instant::now();
@@ -264,18 +261,12 @@ async fn a_stalled_api_call_times_out_is_retried_with_backoff_and_creates_no_sec
         Action::requeue(Duration::from_secs(1))
     );
 
+    // The watch delivers the pod the stalled call created.
+    writers.apply_pod(serde_json::from_value(created).unwrap_or_else(|e| panic!("{e}")));
     reconcile(s, ctx).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         lines(&log),
-        vec![
-            list_pods(),
-            format!("GET {SERVICES}/session-s1"),
-            format!("POST {PODS}?"),
-            list_pods(),
-            format!("GET {SERVICES}/session-s1"),
-            status_apply(),
-            events_post(),
-        ],
+        vec![format!("POST {PODS}?"), status_apply(), events_post()],
         "the retry sees the pod the stalled call created and does not create another"
     );
     let rec = mockapi::recorded(&log);
@@ -292,10 +283,11 @@ async fn a_stalled_api_call_times_out_is_retried_with_backoff_and_creates_no_sec
 async fn a_reconcile_that_outlives_its_deadline_is_abandoned_and_requeued() {
     let obj = session(json!({"phase": "Pending", "attempt": 1}), json!({}));
     // No response deadline on this client: the whole-reconcile bound must act.
-    let (client, log) = mockapi::client(vec![ok(pod_list(vec![])), stall()]);
+    let (client, log) = mockapi::client(vec![stall()]);
     let metrics = Metrics::new();
     let ctx = ctx_with_metrics(client, Arc::new(StubNotifier::default()), metrics.clone())
         .with_reconcile_timeout(Duration::from_secs(10));
+    let _writers = seed(&ctx, vec![], vec![service()]);
     let s = parse(obj);
     let err = reconcile(s.clone(), ctx.clone())
         .await
@@ -306,10 +298,7 @@ async fn a_reconcile_that_outlives_its_deadline_is_abandoned_and_requeued() {
         error_policy(s, &err, ctx),
         Action::requeue(Duration::from_secs(1))
     );
-    assert_eq!(
-        lines(&log),
-        vec![list_pods(), format!("GET {SERVICES}/session-s1")]
-    );
+    assert_eq!(lines(&log), vec![format!("POST {PODS}?")]);
     assert!(
         metrics
             .render()
@@ -317,12 +306,10 @@ async fn a_reconcile_that_outlives_its_deadline_is_abandoned_and_requeued() {
     );
 }
 
+/// A new session: its first reconcile writes status Pending (which this
+/// scripted API refuses, so nothing else follows).
 fn named(name: &str, resource_version: &str) -> Value {
-    let mut s = session(
-        json!({"phase": "Completed", "attempt": 1, "startTime": "2026-11-23T05:00:00Z",
-               "completionTime": "2026-11-23T05:30:00Z"}),
-        json!({}),
-    );
+    let mut s = session(Value::Null, json!({}));
     s["metadata"]["name"] = json!(name);
     s["metadata"]["uid"] = json!(format!("uid-{name}"));
     s["metadata"]["resourceVersion"] = json!(resource_version);
@@ -375,8 +362,8 @@ fn cluster() -> impl FnMut(&Recorded) -> Reply + Send + 'static {
 }
 
 fn reconciled(log: &Log, name: &str) -> usize {
-    let selector = format!("labelSelector=vteam.ambient-code%2Fsession%3D{name}");
-    lines(log).iter().filter(|l| l.contains(&selector)).count()
+    let write = format!("PATCH {SESSIONS}/{name}/status");
+    lines(log).iter().filter(|l| l.starts_with(&write)).count()
 }
 
 #[tokio::test(start_paused = true)]
@@ -458,7 +445,7 @@ async fn the_controller_outlasts_a_hung_list_api_errors_a_closed_watch_and_410_g
     assert!(
         !all.iter()
             .any(|l| l.starts_with("POST") || l.starts_with("DELETE")),
-        "finished sessions get no pods: {all:#?}"
+        "sessions whose status cannot be written get no pods: {all:#?}"
     );
 
     stop.cancel();
@@ -469,22 +456,16 @@ async fn the_controller_outlasts_a_hung_list_api_errors_a_closed_watch_and_410_g
     );
 }
 
-/// The current pod (by uid) is whatever `pod_uid` says at the time of the call.
-fn world_with_pod(pod_uid: Arc<Mutex<String>>) -> impl FnMut(&Recorded) -> Reply + Send + 'static {
-    move |r: &Recorded| {
-        let path = r.uri.split('?').next().unwrap_or_default();
-        match (r.method.as_str(), path) {
-            ("GET", PODS) => {
-                let mut pod = runner_pod(1, json!({"running": {}}), true);
-                pod["metadata"]["uid"] =
-                    json!(pod_uid.lock().map(|u| u.clone()).unwrap_or_default());
-                ok(pod_list(vec![pod]))
-            }
-            ("GET", p) if p.starts_with(SERVICES) => ok(service()),
-            ("PATCH", p) if p.starts_with(SESSIONS) => ok(session(json!({}), json!({}))),
-            _ => status(405, "MethodNotAllowed"),
-        }
-    }
+/// Every status write is refused: what the runner was told lives only in
+/// the controller's memory.
+fn refusing_status_writes() -> impl FnMut(&Recorded) -> Reply + Send + 'static {
+    |_: &Recorded| status(500, "InternalError")
+}
+
+fn running_pod(uid: &str) -> Value {
+    let mut pod = runner_pod(1, json!({"running": {}}), true);
+    pod["metadata"]["uid"] = json!(uid);
+    pod
 }
 
 #[tokio::test]
@@ -497,30 +478,23 @@ async fn notices_are_remembered_per_runner_pod_and_forgotten_with_the_session() 
                                "lastTransitionTime": "2026-11-23T05:59:00Z", "observedGeneration": 1}]}),
         json!({}),
     ));
-    let pod_uid = Arc::new(Mutex::new("pod-a".to_owned()));
-    let (client, _log) = mockapi::routed(world_with_pod(pod_uid.clone()), Duration::from_secs(5));
+    let (client, _log) = mockapi::routed(refusing_status_writes(), Duration::from_secs(5));
     let notifier = Arc::new(StubNotifier::default());
     let metrics = Metrics::new();
     let ctx = ctx_with_metrics(client, notifier.clone(), metrics.clone());
+    let mut writers = seed(&ctx, vec![running_pod("pod-a")], vec![service()]);
     let told = || notifier.calls.lock().map(|c| c.len()).unwrap_or(0);
 
-    reconcile(obj.clone(), ctx.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(reconcile(obj.clone(), ctx.clone()).await.is_err());
     assert_eq!(told(), 1);
     assert_eq!(ctx.notice_entries(), 1);
-    // The same runner, with a status write that did not land: not told again.
-    reconcile(obj.clone(), ctx.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    // The same runner, the status write lost again: not told again.
+    assert!(reconcile(obj.clone(), ctx.clone()).await.is_err());
     assert_eq!(told(), 1);
     // Another pod under the same name (a restart): told again, one entry.
-    if let Ok(mut u) = pod_uid.lock() {
-        *u = "pod-b".into();
-    }
-    reconcile(obj.clone(), ctx.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    writers
+        .apply_pod(serde_json::from_value(running_pod("pod-b")).unwrap_or_else(|e| panic!("{e}")));
+    assert!(reconcile(obj.clone(), ctx.clone()).await.is_err());
     assert_eq!(told(), 2);
     assert_eq!(ctx.notice_entries(), 1);
     let gauge = |m: &Metrics| common::metric(&m.render(), "agentic_webhook_runner_notice_entries");

@@ -13,7 +13,7 @@ use crate::lifecycle::controller::{Context, run_controller};
 use crate::lifecycle::notice::{DEFAULT_RUNNER_URL_TEMPLATE, HttpNotifier, RunnerUrlTemplate};
 use crate::lifecycle::plan::PlanConfig;
 use crate::lifecycle::world::RunnerConfig;
-use crate::server::metrics::Metrics;
+use crate::server::metrics::{ApiRequestLabels, Metrics};
 use crate::server::probes::{self, Health};
 use crate::{apiclient, duration};
 
@@ -64,6 +64,18 @@ pub struct ReconcileArgs {
     /// take over (the failover time after a leader dies).
     #[arg(long, default_value = "15s", value_parser = lease_duration)]
     lease_duration: Duration,
+    /// Reconciles in flight at once (each makes at most a few API requests;
+    /// reads come from the controller's caches).
+    #[arg(long, default_value_t = crate::lifecycle::controller::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=256))]
+    max_concurrent_reconciles: u16,
+    /// Kubernetes API requests a second, on average (client-side, like
+    /// client-go's QPS): the reconciler yields the apiserver to its other
+    /// clients when thousands of sessions arrive at once.
+    #[arg(long, default_value_t = 50.0, value_parser = positive_rate)]
+    api_qps: f64,
+    /// Requests allowed at once above the average rate.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    api_burst: u32,
     /// Timeout of one notice to a runner (POST /workflow, /repos).
     #[arg(long, default_value = "5s", value_parser = duration::flag)]
     notice_timeout: Duration,
@@ -79,6 +91,15 @@ pub struct ReconcileArgs {
 
 /// Renew this long before the Lease would expire.
 const LEASE_GRACE_SECS: u64 = 2;
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(q) if q.is_finite() && q > 0.0 => Ok(q),
+        _ => Err(format!(
+            "{text:?} is not a positive number of requests a second"
+        )),
+    }
+}
 
 fn lease_duration(text: &str) -> Result<Duration, String> {
     let d = duration::flag(text)?;
@@ -124,9 +145,25 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         }
     });
 
-    let client = apiclient::infer(args.api_timeout)
-        .await
-        .context("building the kube client")?;
+    let counted = metrics.clone();
+    let sink: apiclient::RequestSink = Arc::new(move |verb, resource, code| {
+        counted
+            .api_requests
+            .get_or_create(&ApiRequestLabels {
+                verb: verb.to_owned(),
+                resource: resource.to_owned(),
+                code: code.to_owned(),
+            })
+            .inc();
+    });
+    let client = apiclient::infer_controller(&apiclient::ControllerClient {
+        timeout: args.api_timeout,
+        qps: args.api_qps,
+        burst: args.api_burst,
+        sink,
+    })
+    .await
+    .context("building the kube client")?;
     let identity = args
         .identity
         .clone()
@@ -147,6 +184,7 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         metrics,
     )
     .with_reconcile_timeout(args.reconcile_timeout)
+    .with_concurrency(args.max_concurrent_reconciles)
     .with_instance(identity.clone());
 
     if args.no_leader_election {

@@ -1,37 +1,43 @@
 //! The kube-runtime driver around the planner.
 //!
-//! One reconcile: observe (the session's runner pods and Service) → plan →
-//! act (create/delete, idempotently) → tell the runner about changes and
-//! re-plan with the answers → write status by server-side apply with the
-//! read `resourceVersion` as precondition (a conflict re-reads and retries)
-//! → clear the desired-phase annotation only if it still says what we acted on.
+//! One reconcile: observe (the session's runner pods and Service, from the
+//! controller's own watch caches) → plan → act (create/delete,
+//! idempotently, remembered as expectations until the caches show them) →
+//! tell the runner about changes and re-plan with the answers → write the
+//! status this controller owns with one server-side apply → publish the
+//! Events → clear the desired-phase annotation only if it still says what
+//! we acted on.
+//!
+//! API calls per session are the writes and nothing else: reads come from
+//! caches fed by the same watches that trigger reconciles.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action as Requeue, Controller, Error as ControllerError};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{self, Action as Requeue, Controller, Error as ControllerError};
+use kube::runtime::events::Recorder;
+use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::KIND;
 use crate::api::annotations::DESIRED_PHASE;
 use crate::api::resource::AgenticSession;
-use crate::api::status::{ReconciledRepo, ReconciledWorkflow};
-use crate::api::v1alpha2::{API_VERSION, SessionStatus};
+use crate::api::v1alpha2::API_VERSION;
 use crate::server::metrics::{Metrics, PhaseLabel, ResultLabel};
 
+use super::cache::{Cache, CacheWriters};
+use super::events;
+use super::memory::{Memory, owned_status};
 use super::notice::{NoticeBody, RunnerNotifier, RunnerRef};
-use super::plan::{
-    self, Action, Desired, Happened, Notice, Observed, PlanConfig, SessionView, service_name,
-};
-use super::world::{self, LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY, RunnerConfig};
+use super::plan::{self, Action, Desired, Observed, PlanConfig, SessionView, service_name};
+use super::world::{self, LABEL_MANAGED_BY, MANAGED_BY, RunnerConfig};
 
 pub const FIELD_MANAGER: &str = "agentic-reconciler";
 const CONFLICT_RETRIES: usize = 3;
@@ -41,6 +47,11 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// conflict retries); past it the attempt is dropped and requeued with
 /// backoff. Every step is idempotent, so an abandoned attempt is safe.
 pub const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default bound on reconciles in flight. kube-runtime's default is none:
+/// 10,000 new sessions meant 10,000 reconciles writing at once, the
+/// apiserver throttling them (429, retried) and the controller holding
+/// every request in memory.
+pub const DEFAULT_CONCURRENCY: u16 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -54,19 +65,8 @@ pub enum Error {
     Conflicts(usize),
     #[error("reconcile did not finish within {0:?}")]
     Timeout(Duration),
-}
-
-/// What one session's current runner pod has been told. Keyed by the
-/// session's uid and bound to the pod's uid, so a retry, a restart or a
-/// re-created session starts untold; dropped when the runner or the session
-/// goes. After a controller restart this memory is empty, and the status
-/// (`reconciledWorkflow`/`reconciledRepos`, reset with every new attempt)
-/// says what this attempt's runner already has.
-#[derive(Default)]
-struct RunnerNotices {
-    runner: String,
-    workflow: Option<Notice<Option<ReconciledWorkflow>>>,
-    repos: Option<Notice<Vec<ReconciledRepo>>>,
+    #[error("the pod and service caches stopped")]
+    CacheGone,
 }
 
 /// What every reconcile shares.
@@ -78,10 +78,13 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub clock: fn() -> Timestamp,
     pub reconcile_timeout: Duration,
-    /// One recorder for the controller: it folds repeats of an event into
-    /// a series (count) instead of a new Event per reconcile.
+    /// Reconciles in flight at once (each makes at most a few requests).
+    pub concurrency: u16,
     recorder: Recorder,
-    notices: Mutex<HashMap<String, RunnerNotices>>,
+    cache: Cache,
+    /// The caches' write halves, until `run_controller` (or a test) takes them.
+    writers: Mutex<Option<CacheWriters>>,
+    memory: Memory,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
 
@@ -93,9 +96,9 @@ impl Context {
         notifier: Arc<dyn RunnerNotifier>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let recorder = Recorder::new(client.clone(), reporter(None));
+        let (cache, writers) = Cache::new();
         Arc::new(Context {
-            recorder,
+            recorder: events::recorder(client.clone(), FIELD_MANAGER, None),
             client,
             runner,
             plan,
@@ -103,7 +106,10 @@ impl Context {
             metrics,
             clock: Timestamp::now,
             reconcile_timeout: DEFAULT_RECONCILE_TIMEOUT,
-            notices: Mutex::new(HashMap::new()),
+            concurrency: DEFAULT_CONCURRENCY,
+            cache,
+            writers: Mutex::new(Some(writers)),
+            memory: Memory::default(),
             failures: Mutex::new(HashMap::new()),
         })
     }
@@ -116,9 +122,15 @@ impl Context {
         self.edit(|ctx| ctx.reconcile_timeout = timeout)
     }
 
+    pub fn with_concurrency(self: Arc<Self>, concurrency: u16) -> Arc<Self> {
+        self.edit(|ctx| ctx.concurrency = concurrency.max(1))
+    }
+
     /// Name this replica in the Events it records (`reportingInstance`).
     pub fn with_instance(self: Arc<Self>, instance: String) -> Arc<Self> {
-        self.edit(|ctx| ctx.recorder = Recorder::new(ctx.client.clone(), reporter(Some(instance))))
+        self.edit(|ctx| {
+            ctx.recorder = events::recorder(ctx.client.clone(), FIELD_MANAGER, Some(instance))
+        })
     }
 
     /// Settings are applied before the context is shared; once shared they
@@ -132,41 +144,39 @@ impl Context {
             Err(shared) => shared,
         }
     }
-}
 
-fn reporter(instance: Option<String>) -> Reporter {
-    Reporter {
-        controller: FIELD_MANAGER.to_owned(),
-        instance,
+    /// The write halves of the pod and service caches (once).
+    pub fn take_cache_writers(&self) -> Option<CacheWriters> {
+        self.writers.lock().ok().and_then(|mut w| w.take())
     }
-}
 
-/// Publish what the plan says happened. Events are for people: a failure
-/// is logged and counted, never fails the reconcile.
-async fn record_events(ctx: &Context, session: &AgenticSession, events: &[Happened]) {
-    if events.is_empty() {
-        return;
-    }
-    let mut regarding = session.object_ref(&());
-    // Without the resourceVersion, repeats match and are folded into a series.
-    regarding.resource_version = None;
-    for e in events {
-        let event = Event {
-            type_: if e.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: e.reason.to_owned(),
-            note: Some(e.note.chars().take(1024).collect()),
-            action: e.action.to_owned(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &regarding).await {
-            ctx.metrics.event_errors.inc();
-            tracing::warn!(session = %session.name_any(), namespace = ?session.namespace(), reason = e.reason, %error, "event not recorded");
+    /// Forget what belongs to sessions no longer in the cache (deleted
+    /// sessions are never reconciled again, so nothing else would).
+    pub fn retain_sessions(&self, sessions: &[Arc<AgenticSession>]) {
+        let uids: HashSet<String> = sessions.iter().map(|s| session_key(s)).collect();
+        let names: HashSet<(String, String)> = sessions.iter().map(|s| key(s)).collect();
+        self.memory.retain(&uids);
+        self.cache.sweep();
+        if let Ok(mut f) = self.failures.lock() {
+            f.retain(|k, _| names.contains(k));
         }
+        self.export_memory();
     }
+
+    /// Runners whose notices are remembered (tests and metrics).
+    pub fn notice_entries(&self) -> usize {
+        self.memory.notice_entries()
+    }
+
+    fn export_memory(&self) {
+        self.metrics
+            .notice_entries
+            .set(gauge_value(self.memory.notice_entries()));
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn is_status(e: &kube::Error, check: fn(&kube::core::Status) -> bool) -> bool {
@@ -183,33 +193,6 @@ fn session_key(s: &AgenticSession) -> String {
         Some(uid) => uid.clone(),
         None => format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()),
     }
-}
-
-impl Context {
-    /// Forget what belongs to sessions no longer in the cache (deleted
-    /// sessions are never reconciled again, so nothing else would).
-    pub fn retain_sessions(&self, sessions: &[Arc<AgenticSession>]) {
-        let uids: std::collections::HashSet<String> =
-            sessions.iter().map(|s| session_key(s)).collect();
-        let names: std::collections::HashSet<(String, String)> =
-            sessions.iter().map(|s| key(s)).collect();
-        if let Ok(mut map) = self.notices.lock() {
-            map.retain(|k, _| uids.contains(k));
-            self.metrics.notice_entries.set(gauge_value(map.len()));
-        }
-        if let Ok(mut f) = self.failures.lock() {
-            f.retain(|k, _| names.contains(k));
-        }
-    }
-
-    /// Runners whose notices are remembered (tests and metrics).
-    pub fn notice_entries(&self) -> usize {
-        self.notices.lock().map(|m| m.len()).unwrap_or(0)
-    }
-}
-
-fn gauge_value(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Reconcile one session (kube-runtime calls this).
@@ -258,14 +241,16 @@ async fn reconcile_with_retry(
     session: Arc<AgenticSession>,
     ctx: &Context,
 ) -> Result<Requeue, Error> {
+    ctx.cache.ready().await.map_err(|_| Error::CacheGone)?;
     let ns = session.namespace().ok_or(Error::Missing("namespace"))?;
     let name = session.name_any();
     let api: Api<AgenticSession> = Api::namespaced(ctx.client.clone(), &ns);
     let mut current = (*session).clone();
     for _ in 0..CONFLICT_RETRIES {
         match reconcile_once(&current, ctx).await {
+            // Only a JSON patch with a failed precondition can conflict now
+            // (status applies are forced); read again and re-plan.
             Err(Error::Kube(e)) if is_status(&e, kube::core::Status::is_conflict) => {
-                // Someone wrote the session since we read it: read again, re-plan.
                 match api.get_opt(&name).await? {
                     Some(fresh) => current = fresh,
                     None => return Ok(Requeue::await_change()),
@@ -275,54 +260,6 @@ async fn reconcile_with_retry(
         }
     }
     Err(Error::Conflicts(CONFLICT_RETRIES))
-}
-
-fn controlled_by(pod: &Pod, uid: Option<&str>) -> bool {
-    let Some(uid) = uid else { return true };
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && o.uid == uid)
-}
-
-async fn observe(session: &AgenticSession, ctx: &Context) -> Result<Observed, Error> {
-    let ns = session.namespace().ok_or(Error::Missing("namespace"))?;
-    let name = session.name_any();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    let attempt = current_attempt(session);
-    let listed = pods
-        .list(&ListParams::default().labels(&format!("{LABEL_SESSION}={name}")))
-        .await?;
-    let uid = session.metadata.uid.as_deref();
-    let mut observed = Observed {
-        service: services.get_opt(&service_name(&name)).await?.is_some(),
-        ..Observed::default()
-    };
-    for pod in listed.items.iter().filter(|p| controlled_by(p, uid)) {
-        if world::pod_attempt(pod) == Some(attempt) {
-            observed.pod = Some(world::pod_view(pod));
-        } else if pod.metadata.deletion_timestamp.is_none() {
-            observed.stale_pods.push(pod.name_any());
-        }
-    }
-    if let Ok(mut map) = ctx.notices.lock() {
-        let key = session_key(session);
-        match (&observed.pod, map.get(&key)) {
-            (Some(pod), Some(told)) if told.runner == pod.uid => {
-                observed.workflow_notice = told.workflow.clone();
-                observed.repos_notice = told.repos.clone();
-            }
-            // Told a runner that is gone (or not current): forget it.
-            (_, Some(_)) => {
-                map.remove(&key);
-                ctx.metrics.notice_entries.set(gauge_value(map.len()));
-            }
-            (_, None) => {}
-        }
-    }
-    Ok(observed)
 }
 
 /// The attempt whose runner is current (status starts counting at 1).
@@ -335,49 +272,89 @@ fn current_attempt(session: &AgenticSession) -> i64 {
         .max(1)
 }
 
-fn record<T: PartialEq + Clone>(
-    slot: &mut Option<Notice<T>>,
-    runner: &str,
-    target: T,
-    result: &Result<(), String>,
-    at: Timestamp,
-) {
-    let previous = slot
-        .take()
-        .filter(|n| n.runner == runner && n.target == target && !n.ok)
-        .map_or(0, |n| n.failures);
-    *slot = Some(Notice {
-        fresh: false,
-        runner: runner.to_owned(),
-        target,
-        ok: result.is_ok(),
-        message: result.clone().err().unwrap_or_default(),
-        at,
-        failures: if result.is_ok() { 0 } else { previous + 1 },
-    });
+fn observe(session: &AgenticSession, ctx: &Context) -> Result<Observed, Error> {
+    let ns = session.namespace().ok_or(Error::Missing("namespace"))?;
+    let seen = ctx.cache.observe(
+        &ns,
+        &session.name_any(),
+        session.metadata.uid.as_deref(),
+        current_attempt(session),
+        ctx.plan.max_attempts,
+    );
+    let mut observed = Observed {
+        pod: seen.pod,
+        stale_pods: seen.stale_pods,
+        service: seen.service,
+        ..Observed::default()
+    };
+    let runner = observed.pod.as_ref().map(|p| p.uid.clone());
+    ctx.memory
+        .told(&session_key(session), runner.as_deref(), &mut observed);
+    Ok(observed)
 }
 
-/// Only the fields the reconciler owns; the runner writes the others
-/// (`lastActivityTime`, `sdkSessionId`, `sdkRestartCount`) and a forced
-/// apply of stale copies would undo its writes.
-fn owned_status(st: &SessionStatus) -> SessionStatus {
-    SessionStatus {
-        last_activity_time: None,
-        sdk_session_id: None,
-        sdk_restart_count: None,
-        ..st.clone()
+async fn act(
+    action: &Action,
+    session: &AgenticSession,
+    ctx: &Context,
+    pods: &Api<Pod>,
+    services: &Api<Service>,
+) -> Result<(), Error> {
+    let ns = session.namespace().unwrap_or_default();
+    let name = session.name_any();
+    match action {
+        Action::CreateService => {
+            match services
+                .create(&PostParams::default(), &world::runner_service(session))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_status(&e, kube::core::Status::is_already_exists) => {}
+                Err(e) => return Err(e.into()),
+            }
+            ctx.cache.created_service(&ns, &service_name(&name));
+        }
+        Action::CreatePod { attempt, .. } => {
+            let pod = world::runner_pod(session, *attempt, &ctx.runner);
+            match pods.create(&PostParams::default(), &pod).await {
+                Ok(created) => {
+                    tracing::info!(session = %name, namespace = %ns, attempt, "runner pod created");
+                    ctx.cache.created_pod(created);
+                }
+                // Created by an earlier reconcile the cache has not shown.
+                Err(e) if is_status(&e, kube::core::Status::is_already_exists) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Action::DeletePod { name: pod } => {
+            match pods.delete(pod, &DeleteParams::default()).await {
+                Ok(_) => {
+                    tracing::info!(session = %name, namespace = %ns, pod = %pod, "runner pod deleted")
+                }
+                Err(e) if is_status(&e, kube::core::Status::is_not_found) => {}
+                Err(e) => return Err(e.into()),
+            }
+            ctx.cache.deleted_pod(&ns, pod);
+        }
+        Action::NotifyWorkflow(_) | Action::NotifyRepos(_) | Action::ClearDesiredPhase => {}
     }
+    Ok(())
 }
 
-async fn reconcile_once(session: &AgenticSession, ctx: &Context) -> Result<Requeue, Error> {
-    if session.meta().deletion_timestamp.is_some() {
+async fn reconcile_once(cached: &AgenticSession, ctx: &Context) -> Result<Requeue, Error> {
+    if cached.meta().deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove pod and service.
         return Ok(Requeue::await_change());
     }
-    let ns = session.namespace().ok_or(Error::Missing("namespace"))?;
-    let name = session.name_any();
+    let ns = cached.namespace().ok_or(Error::Missing("namespace"))?;
+    let name = cached.name_any();
+    let skey = session_key(cached);
+    // Plan from the status we last wrote if the cache does not show it yet.
+    let mut session = cached.clone();
+    session.status = ctx.memory.status_for(&skey, cached.status.as_ref());
+    let session = &session;
     let desired_text = session.annotations().get(DESIRED_PHASE).cloned();
-    let observed = observe(session, ctx).await?;
+    let observed = observe(session, ctx)?;
     // Notices planned now go to this pod; their answers are bound to it.
     let runner_uid = observed.pod.as_ref().map(|p| p.uid.clone());
     let now = (ctx.clock)();
@@ -396,37 +373,10 @@ async fn reconcile_once(session: &AgenticSession, ctx: &Context) -> Result<Reque
     let mut clear_desired = false;
     for action in &planned.actions {
         match action {
-            Action::CreateService => match services
-                .create(&PostParams::default(), &world::runner_service(session))
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_status(&e, kube::core::Status::is_already_exists) => {}
-                Err(e) => return Err(e.into()),
-            },
-            Action::CreatePod { attempt, .. } => {
-                let pod = world::runner_pod(session, *attempt, &ctx.runner);
-                match pods.create(&PostParams::default(), &pod).await {
-                    Ok(_) => {
-                        tracing::info!(session = %name, namespace = %ns, attempt, "runner pod created")
-                    }
-                    // Created by an earlier reconcile whose status write was lost.
-                    Err(e) if is_status(&e, kube::core::Status::is_already_exists) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Action::DeletePod { name: pod } => {
-                match pods.delete(pod, &DeleteParams::default()).await {
-                    Ok(_) => {
-                        tracing::info!(session = %name, namespace = %ns, pod = %pod, "runner pod deleted")
-                    }
-                    Err(e) if is_status(&e, kube::core::Status::is_not_found) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
             Action::NotifyWorkflow(w) => notices.push(NoticeBody::Workflow(w.clone())),
             Action::NotifyRepos(r) => notices.push(NoticeBody::Repos { repos: r.clone() }),
             Action::ClearDesiredPhase => clear_desired = true,
+            other => act(other, session, ctx, &pods, &services).await?,
         }
     }
 
@@ -446,27 +396,20 @@ async fn reconcile_once(session: &AgenticSession, ctx: &Context) -> Result<Reque
                 tracing::warn!(session = %name, namespace = %ns, error = %e, path = body.path(), "runner notice failed");
             }
             let at = (ctx.clock)();
-            if let Ok(mut map) = ctx.notices.lock() {
-                let told = map.entry(session_key(session)).or_default();
-                if told.runner != runner_uid {
-                    *told = RunnerNotices {
-                        runner: runner_uid.clone(),
-                        ..RunnerNotices::default()
-                    };
+            match body {
+                NoticeBody::Workflow(w) => {
+                    ctx.memory
+                        .record_workflow(&skey, &runner_uid, w, &result, at)
                 }
-                match body {
-                    NoticeBody::Workflow(w) => {
-                        record(&mut told.workflow, &runner_uid, w, &result, at)
-                    }
-                    NoticeBody::Repos { repos } => {
-                        record(&mut told.repos, &runner_uid, repos, &result, at)
-                    }
+                NoticeBody::Repos { repos } => {
+                    ctx.memory
+                        .record_repos(&skey, &runner_uid, repos, &result, at)
                 }
-                ctx.metrics.notice_entries.set(gauge_value(map.len()));
             }
         }
+        ctx.export_memory();
         // The answers are part of the world now, and news for the planner.
-        let mut observed = observe(session, ctx).await?;
+        let mut observed = observe(session, ctx)?;
         for n in observed.workflow_notice.iter_mut() {
             n.fresh = told_workflow;
         }
@@ -484,12 +427,17 @@ async fn reconcile_once(session: &AgenticSession, ctx: &Context) -> Result<Reque
     }
 
     if planned.status_changed {
+        // Server-side apply of exactly the fields this controller owns,
+        // forced and without a resourceVersion precondition: field
+        // ownership keeps the runner's fields, and only this controller
+        // writes these (from the status it last wrote, see Memory).
+        let owned = owned_status(&planned.status);
         let api: Api<AgenticSession> = Api::namespaced(ctx.client.clone(), &ns);
         let body = json!({
             "apiVersion": API_VERSION,
             "kind": KIND,
-            "metadata": {"name": name, "namespace": ns, "resourceVersion": session.metadata.resource_version},
-            "status": owned_status(&planned.status),
+            "metadata": {"name": name, "namespace": ns},
+            "status": owned,
         });
         api.patch_status(
             &name,
@@ -497,6 +445,7 @@ async fn reconcile_once(session: &AgenticSession, ctx: &Context) -> Result<Reque
             &Patch::Apply(&body),
         )
         .await?;
+        ctx.memory.wrote(&skey, owned);
         tracing::info!(
             session = %name,
             namespace = %ns,
@@ -506,7 +455,7 @@ async fn reconcile_once(session: &AgenticSession, ctx: &Context) -> Result<Reque
         );
     }
 
-    record_events(ctx, session, &planned.events).await;
+    events::publish(&ctx.recorder, &ctx.metrics, session, &planned.events).await;
 
     if clear_desired && let Some(value) = desired_text {
         // Clear only what we acted on: a newer request makes the test fail.
@@ -574,22 +523,52 @@ where
     }
 }
 
+/// Drop what the controller never reads, so the caches stay small.
+fn slim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
 /// Run the controller until `stop` resolves.
 pub async fn run_controller(
     ctx: Arc<Context>,
     namespace: Option<String>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let Some(writers) = ctx.take_cache_writers() else {
+        tracing::error!("the controller's caches are already in use");
+        return;
+    };
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    let controller = Controller::new(
+    // Our pods and services, cached: the same streams fill the caches and
+    // trigger the owners' reconciles, the cache first.
+    let pods = watcher(apis::<Pod>(&client, ns), owned.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writers.pods)
+        .touched_objects();
+    let services = watcher(apis::<Service>(&client, ns), owned)
+        .default_backoff()
+        .modify(slim)
+        .reflect(writers.services)
+        .touched_objects();
+    // Sessions too, without their managedFields: a third of a stored
+    // session, and 10,000 sessions are cached.
+    let (sessions, sessions_writer) = reflector::store();
+    let session_stream = watcher(
         apis::<AgenticSession>(&client, ns),
         watcher::Config::default(),
     )
-    .owns(apis::<Pod>(&client, ns), owned.clone())
-    .owns(apis::<Service>(&client, ns), owned)
-    .graceful_shutdown_on(stop);
+    .default_backoff()
+    .modify(slim)
+    .reflect(sessions_writer)
+    .applied_objects();
+    let controller = Controller::for_stream(session_stream, sessions)
+        .owns_stream(pods)
+        .owns_stream(services)
+        .with_config(controller::Config::default().concurrency(ctx.concurrency))
+        .graceful_shutdown_on(stop);
     let store = controller.store();
     let housekeeping = ctx.clone();
     let exporter = tokio::spawn(async move {

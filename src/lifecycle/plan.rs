@@ -336,6 +336,25 @@ impl Planner<'_> {
         }
     }
 
+    /// A condition already True stays as it was said (reason and message:
+    /// rewording it would be a status write that tells nobody anything);
+    /// only its `observedGeneration` follows the spec.
+    fn still_true(&mut self, type_: &str) -> bool {
+        let generation = self.s.generation;
+        match self
+            .st
+            .conditions
+            .as_mut()
+            .and_then(|cs| cs.iter_mut().find(|c| c.type_ == type_))
+        {
+            Some(c) if c.status == ConditionStatus::True => {
+                c.observed_generation = Some(generation);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn cond_status(&self, type_: &str) -> Option<&ConditionStatus> {
         self.st
             .conditions
@@ -758,12 +777,14 @@ impl Planner<'_> {
     fn reconcile_repos(&mut self) {
         let desired = desired_repos(self.s.spec);
         if self.st.reconciled_repos.as_deref().unwrap_or_default() == desired.as_slice() {
-            self.cond(
-                REPOS_RECONCILED,
-                ConditionStatus::True,
-                "Reconciled",
-                "the runner has the spec's repos",
-            );
+            if !self.still_true(REPOS_RECONCILED) {
+                self.cond(
+                    REPOS_RECONCILED,
+                    ConditionStatus::True,
+                    "Reconciled",
+                    "the runner has the spec's repos",
+                );
+            }
             return;
         }
         match self.obs.for_current(&self.obs.repos_notice) {
@@ -806,17 +827,19 @@ impl Planner<'_> {
     fn reconcile_workflow(&mut self) {
         let desired = desired_workflow(self.s.spec);
         if self.st.reconciled_workflow == desired {
-            let reason = if desired.is_some() {
-                "Reconciled"
-            } else {
-                "NoWorkflow"
-            };
-            self.cond(
-                WORKFLOW_RECONCILED,
-                ConditionStatus::True,
-                reason,
-                "the runner has the spec's workflow",
-            );
+            if !self.still_true(WORKFLOW_RECONCILED) {
+                let reason = if desired.is_some() {
+                    "Reconciled"
+                } else {
+                    "NoWorkflow"
+                };
+                self.cond(
+                    WORKFLOW_RECONCILED,
+                    ConditionStatus::True,
+                    reason,
+                    "the runner has the spec's workflow",
+                );
+            }
             return;
         }
         // Only a started runner can be told (the old operator told a pod

@@ -902,9 +902,11 @@ fn events_tell_the_story_of_a_session_with_one_retry() {
         applied.events[0].note,
         "the runner loaded workflow https://github.com/acme/wf.git (branch main, path flows/bugfix)"
     );
-    // Nothing new: nothing to say.
+    // Nothing new: nothing to say, and nothing to write (the condition
+    // keeps saying Applied rather than being reworded).
     let quiet = step(Some(&applied.status), &told);
     assert_eq!(reasons(&quiet), []);
+    assert!(!quiet.status_changed, "{:?}", quiet.status);
 
     let failed = step(Some(&quiet.status), &oom(1));
     assert_eq!(

@@ -48,6 +48,13 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiRequestLabels {
+    pub verb: String,
+    pub resource: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
     pub phase: String,
 }
@@ -87,6 +94,7 @@ pub struct Metrics {
     pub sessions: Family<PhaseLabel, Gauge>,
     pub notice_entries: Gauge,
     pub event_errors: Counter,
+    pub api_requests: Family<ApiRequestLabels, Counter>,
 }
 
 impl Metrics {
@@ -112,6 +120,7 @@ impl Metrics {
         let sessions = Family::<PhaseLabel, Gauge>::default();
         let notice_entries = Gauge::default();
         let event_errors = Counter::default();
+        let api_requests = Family::<ApiRequestLabels, Counter>::default();
 
         registry.register(
             "controller_runtime_webhook_latency_seconds",
@@ -203,6 +212,11 @@ impl Metrics {
             "Kubernetes Events the reconciler could not record (they are logged instead)",
             event_errors.clone(),
         );
+        registry.register(
+            "agentic_reconciler_api_requests",
+            "Kubernetes API requests the reconciler made, by verb, resource and HTTP code (error: no answer)",
+            api_requests.clone(),
+        );
 
         Arc::new(Metrics {
             registry,
@@ -224,6 +238,7 @@ impl Metrics {
             sessions,
             notice_entries,
             event_errors,
+            api_requests,
         })
     }
 

@@ -486,7 +486,7 @@ fn start_plane() -> Result<ControlPlane, String> {
             if let Ok(Some(status)) = etcd.try_wait() {
                 break Err(format!("etcd exited ({status})"));
             }
-            if readyz(ap, &Principal::Admin.token()) {
+            if readyz(ap, &Principal::Admin.token(), &ca.cert_pem) {
                 break Ok(());
             }
             if Instant::now() > deadline {
@@ -531,21 +531,22 @@ fn log_file(path: &Path) -> Result<std::fs::File, String> {
     std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// `GET /readyz` over TLS without verifying (the plane is ours, on loopback).
-fn readyz(port: u16, token: &str) -> bool {
+/// `GET /readyz` over TLS, trusting only the plane's own CA.
+fn readyz(port: u16, token: &str, ca_pem: &str) -> bool {
+    use rustls_pki_types::pem::PemObject as _;
     let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
+        let _ = roots.add(cert);
+    }
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map(|b| {
-        b.dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify))
-            .with_no_client_auth()
-    });
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth());
     let Ok(config) = config else { return false };
     let Ok(name) = rustls_pki_types::ServerName::try_from("127.0.0.1") else {
         return false;
@@ -564,43 +565,6 @@ fn readyz(port: u16, token: &str) -> bool {
     let _ = tls.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
     text.starts_with("HTTP/1.1 200") && text.ends_with("ok")
-}
-
-#[derive(Debug)]
-struct NoVerify;
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -701,6 +665,19 @@ impl ControlPlane {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Until the CRD `name` is Established (its API is served).
+    pub fn wait_established(&self, name: &str) {
+        self.kubectl_ok(
+            &[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{name}"),
+                "--timeout=30s",
+            ],
+            None,
+        );
     }
 
     /// A fresh namespace for one test (namespaces never finish deleting

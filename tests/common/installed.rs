@@ -17,6 +17,20 @@ use super::{BIN, Server, make_certs};
 pub const CRD: &str = "agenticsessions.vteam.ambient-code";
 pub const GROUP: &str = "vteam.ambient-code";
 
+/// AgenticSessions in `ns`, served in `version`, as untyped objects (the
+/// tests compare exact JSON).
+pub fn sessions_in(
+    client: &kube::Client,
+    ns: &str,
+    version: &str,
+) -> kube::Api<kube::api::DynamicObject> {
+    let ar = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk(GROUP, version, "AgenticSession"),
+        "agenticsessions",
+    );
+    kube::Api::namespaced_with(client.clone(), ns, &ar)
+}
+
 pub struct Installed {
     pub cp: &'static ControlPlane,
     pub server: Server,
@@ -104,15 +118,7 @@ fn install(cp: &'static ControlPlane) -> Installed {
 /// server-side dry-run create of a legacy object comes back normalized
 /// (mutation) and a bad one is refused (validation).
 pub fn wait_until_serving(cp: &ControlPlane) {
-    cp.kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            &format!("crd/{CRD}"),
-            "--timeout=30s",
-        ],
-        None,
-    );
+    cp.wait_established(CRD);
     let probe = |prompt: &str, url: &str| {
         json!({"apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
                "metadata": {"name": "install-probe", "namespace": "default"},

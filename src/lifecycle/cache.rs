@@ -1,0 +1,331 @@
+//! What the reconciler sees of its pods and services: the controller's own
+//! watch caches (reflector stores, fed by the same streams that trigger
+//! reconciles), read by name in O(1) instead of an API call per reconcile;
+//! plus what it just did that the caches may not show yet (expectations, as
+//! controller-runtime's ReplicaSet controller keeps them), so a lagging
+//! cache never makes it create a second pod or mistake the pod it just
+//! created for a deleted one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::ResourceExt;
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::watcher;
+
+use super::plan::{PodView, pod_name, service_name};
+use super::world;
+
+/// How long an expectation outlives its write if the cache never shows it
+/// (a watch normally shows it within milliseconds, and one that missed the
+/// event is re-listed long before this).
+const EXPECTATION_TTL: Duration = Duration::from_secs(300);
+
+type Key = (String, String);
+
+#[derive(Default)]
+struct Expectations {
+    /// Pods this controller created, until the cache shows them.
+    created_pods: HashMap<Key, (Arc<Pod>, Instant)>,
+    /// Pods this controller deleted (by uid), until the cache drops them or
+    /// shows their deletion.
+    deleted_pods: HashMap<String, Instant>,
+    /// Services this controller created, until the cache shows them.
+    created_services: HashMap<Key, Instant>,
+}
+
+impl Expectations {
+    fn len(&self) -> usize {
+        self.created_pods.len() + self.deleted_pods.len() + self.created_services.len()
+    }
+}
+
+/// The readers; [`CacheWriters`] go to the reflectors.
+pub struct Cache {
+    pods: Store<Pod>,
+    services: Store<Service>,
+    expected: Mutex<Expectations>,
+}
+
+/// The write halves of the caches, fed by `run_controller`'s reflectors (or
+/// by a test).
+pub struct CacheWriters {
+    pub pods: Writer<Pod>,
+    pub services: Writer<Service>,
+}
+
+impl CacheWriters {
+    /// Fill the caches as one completed initial list (tests).
+    pub fn seed(&mut self, pods: Vec<Pod>, services: Vec<Service>) {
+        self.pods.apply_watcher_event(&watcher::Event::Init);
+        for p in pods {
+            self.pods.apply_watcher_event(&watcher::Event::InitApply(p));
+        }
+        self.pods.apply_watcher_event(&watcher::Event::InitDone);
+        self.services.apply_watcher_event(&watcher::Event::Init);
+        for s in services {
+            self.services
+                .apply_watcher_event(&watcher::Event::InitApply(s));
+        }
+        self.services.apply_watcher_event(&watcher::Event::InitDone);
+    }
+
+    /// One later change to a pod, as a watch would deliver it (tests).
+    pub fn apply_pod(&mut self, pod: Pod) {
+        self.pods.apply_watcher_event(&watcher::Event::Apply(pod));
+    }
+}
+
+/// What the caches say about one session's objects.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// The runner pod of the current attempt.
+    pub pod: Option<PodView>,
+    /// Runner pods of other attempts, not already being deleted.
+    pub stale_pods: Vec<String>,
+    pub service: bool,
+}
+
+fn controlled_by(pod: &Pod, uid: Option<&str>) -> bool {
+    let Some(uid) = uid else { return true };
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+impl Cache {
+    pub fn new() -> (Cache, CacheWriters) {
+        let (pods, pod_writer) = reflector::store();
+        let (services, service_writer) = reflector::store();
+        (
+            Cache {
+                pods,
+                services,
+                expected: Mutex::new(Expectations::default()),
+            },
+            CacheWriters {
+                pods: pod_writer,
+                services: service_writer,
+            },
+        )
+    }
+
+    /// Until both caches hold a complete list: before that, a missing pod
+    /// means nothing (it would read as "the runner pod is gone").
+    pub async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.pods.wait_until_ready().await?;
+        self.services.wait_until_ready().await
+    }
+
+    /// Entries kept beside the caches (a gauge).
+    pub fn expectations(&self) -> usize {
+        self.expected.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    /// A pod from the cache, or the one we just created if the cache has
+    /// not caught up; with whether we deleted it meanwhile.
+    fn pod(&self, ns: &str, name: &str, now: Instant) -> Option<(Arc<Pod>, bool)> {
+        let cached = self.pods.get(&ObjectRef::new(name).within(ns));
+        let Ok(mut expected) = self.expected.lock() else {
+            return cached.map(|p| (p, false));
+        };
+        let key = (ns.to_owned(), name.to_owned());
+        let created = match (expected.created_pods.get(&key), &cached) {
+            // The cache shows it (or something newer under the name): done.
+            (Some(_), Some(_)) => {
+                expected.created_pods.remove(&key);
+                None
+            }
+            (Some((pod, at)), None) if now.duration_since(*at) < EXPECTATION_TTL => {
+                Some(pod.clone())
+            }
+            (Some(_), None) => {
+                expected.created_pods.remove(&key);
+                None
+            }
+            (None, _) => None,
+        };
+        let pod = cached.or(created)?;
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let deleted = match expected.deleted_pods.get(&uid) {
+            Some(at)
+                if pod.metadata.deletion_timestamp.is_none()
+                    && now.duration_since(*at) < EXPECTATION_TTL =>
+            {
+                true
+            }
+            Some(_) => {
+                expected.deleted_pods.remove(&uid);
+                false
+            }
+            None => false,
+        };
+        Some((pod, deleted))
+    }
+
+    /// The session's runner pods (attempts `1..=highest`, read by name) and
+    /// Service, as far as the caches and our expectations say.
+    pub fn observe(
+        &self,
+        ns: &str,
+        session: &str,
+        session_uid: Option<&str>,
+        attempt: i64,
+        highest: i64,
+    ) -> Seen {
+        let now = Instant::now();
+        let mut seen = Seen::default();
+        for k in 1..=highest.max(attempt) {
+            let Some((pod, deleted)) = self.pod(ns, &pod_name(session, k), now) else {
+                continue;
+            };
+            if !controlled_by(&pod, session_uid) || world::pod_attempt(&pod) != Some(k) {
+                continue;
+            }
+            let deleting = deleted || pod.metadata.deletion_timestamp.is_some();
+            if k == attempt {
+                let mut view = world::pod_view(&pod);
+                view.deleting = deleting;
+                seen.pod = Some(view);
+            } else if !deleting {
+                seen.stale_pods.push(pod.name_any());
+            }
+        }
+        let name = service_name(session);
+        seen.service = self
+            .services
+            .get(&ObjectRef::new(&name).within(ns))
+            .is_some();
+        if let Ok(mut expected) = self.expected.lock() {
+            let key = (ns.to_owned(), name);
+            match expected.created_services.get(&key) {
+                Some(_) if seen.service => {
+                    expected.created_services.remove(&key);
+                }
+                Some(at) if now.duration_since(*at) < EXPECTATION_TTL => seen.service = true,
+                Some(_) => {
+                    expected.created_services.remove(&key);
+                }
+                None => {}
+            }
+        }
+        seen
+    }
+
+    /// Drop expectations past their time (whatever they were about is gone
+    /// or long visible); called from the controller's housekeeping tick.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let fresh = |at: &Instant| now.duration_since(*at) < EXPECTATION_TTL;
+        if let Ok(mut e) = self.expected.lock() {
+            e.created_pods.retain(|_, (_, at)| fresh(at));
+            e.deleted_pods.retain(|_, at| fresh(at));
+            e.created_services.retain(|_, at| fresh(at));
+        }
+    }
+
+    /// We created `pod` (the apiserver's answer, uid and all).
+    pub fn created_pod(&self, pod: Pod) {
+        let key = (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.name_any(),
+        );
+        if let Ok(mut e) = self.expected.lock() {
+            e.created_pods.insert(key, (Arc::new(pod), Instant::now()));
+        }
+    }
+
+    /// We deleted the pod `name` (whatever uid it has now).
+    pub fn deleted_pod(&self, ns: &str, name: &str) {
+        let now = Instant::now();
+        let uid = self
+            .pod(ns, name, now)
+            .and_then(|(p, _)| p.metadata.uid.clone());
+        if let (Some(uid), Ok(mut e)) = (uid, self.expected.lock()) {
+            e.deleted_pods.insert(uid, now);
+        }
+    }
+
+    /// We created (or found) the session's Service.
+    pub fn created_service(&self, ns: &str, name: &str) {
+        if let Ok(mut e) = self.expected.lock() {
+            e.created_services
+                .insert((ns.to_owned(), name.to_owned()), Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, uid: &str, attempt: i64, owner: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": uid,
+                         "labels": {"vteam.ambient-code/attempt": attempt.to_string()},
+                         "ownerReferences": [{"apiVersion": "v", "kind": "AgenticSession", "name": "s1",
+                                              "uid": owner, "controller": true}]},
+        }))
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_cache_is_read_by_name_and_only_owned_pods_count() {
+        let (cache, mut w) = Cache::new();
+        w.seed(
+            vec![
+                pod("s1-runner-1", "p1", 1, "u1"),
+                pod("s1-runner-2", "p2", 2, "u1"),
+                pod("s1-runner-3", "p3", 3, "someone-else"),
+            ],
+            vec![],
+        );
+        let seen = cache.observe("ns", "s1", Some("u1"), 2, 3);
+        assert_eq!(seen.pod.map(|p| p.uid), Some("p2".to_owned()));
+        assert_eq!(seen.stale_pods, ["s1-runner-1"]);
+        assert!(!seen.service);
+    }
+
+    #[test]
+    fn a_pod_just_created_counts_until_the_cache_shows_it() {
+        let (cache, mut w) = Cache::new();
+        w.seed(vec![], vec![]);
+        cache.created_pod(pod("s1-runner-1", "p1", 1, "u1"));
+        cache.created_service("ns", "session-s1");
+        assert_eq!(cache.expectations(), 2);
+        let seen = cache.observe("ns", "s1", Some("u1"), 1, 3);
+        assert_eq!(seen.pod.map(|p| p.uid), Some("p1".to_owned()));
+        assert!(seen.service);
+        // The watch delivers it: the expectation is done.
+        w.apply_pod(pod("s1-runner-1", "p1", 1, "u1"));
+        let seen = cache.observe("ns", "s1", Some("u1"), 1, 3);
+        assert_eq!(seen.pod.map(|p| p.uid), Some("p1".to_owned()));
+        assert_eq!(
+            cache.expectations(),
+            1,
+            "the service is still only expected"
+        );
+    }
+
+    #[test]
+    fn a_pod_just_deleted_reads_as_deleting_not_as_stale_or_current() {
+        let (cache, mut w) = Cache::new();
+        w.seed(
+            vec![
+                pod("s1-runner-1", "p1", 1, "u1"),
+                pod("s1-runner-2", "p2", 2, "u1"),
+            ],
+            vec![],
+        );
+        cache.deleted_pod("ns", "s1-runner-1");
+        cache.deleted_pod("ns", "s1-runner-2");
+        let seen = cache.observe("ns", "s1", Some("u1"), 2, 2);
+        assert!(seen.stale_pods.is_empty(), "deleted once is enough");
+        assert_eq!(seen.pod.map(|p| p.deleting), Some(true));
+    }
+}
