@@ -14,6 +14,8 @@ pub mod cli;
 pub mod client;
 pub mod conversion;
 pub mod duration;
+pub mod filewatch;
 pub mod lifecycle;
+pub mod quantity;
 pub mod server;
 pub mod workload;

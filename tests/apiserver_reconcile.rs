@@ -7,18 +7,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::post;
+use common::Proc;
 use common::envtest::{Principal, SYSTEM_NS, Who, eventually, free_port, say};
-use common::installed::{GROUP, Installed, installed, sessions_in};
-use common::{BIN, Proc};
+use common::installed::{Installed, create_session, installed, reconciler_at, sessions_in};
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -115,19 +114,6 @@ fn reconciler(env: &Installed, args: &[&str]) -> Proc {
     reconciler_at(env, "127.0.0.1:0", args)
 }
 
-/// The same, with its probes (and /metrics) on `probes`.
-fn reconciler_at(env: &Installed, probes: &str, args: &[&str]) -> Proc {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--log-format", "json", "reconcile", "--probe-addr", probes])
-        .args(args)
-        .env(
-            "KUBECONFIG",
-            env.cp.kubeconfig(&Who::Token(Principal::Reconciler)),
-        )
-        .env("RUST_LOG", "info,kube=warn");
-    Proc::spawn(cmd, false)
-}
-
 fn scoped(ns: &str, template: &str, max_attempts: &str) -> Vec<String> {
     vec![
         "--no-leader-election".into(),
@@ -142,20 +128,6 @@ fn scoped(ns: &str, template: &str, max_attempts: &str) -> Vec<String> {
 
 fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-async fn create_session(client: &kube::Client, ns: &str, name: &str, spec: Value) -> Value {
-    let o: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": format!("{GROUP}/v1alpha2"), "kind": "AgenticSession",
-        "metadata": {"name": name, "namespace": ns}, "spec": spec,
-    }))
-    .unwrap_or_else(|e| panic!("{e}"));
-    as_json(
-        &sessions(client, ns)
-            .create(&PostParams::default(), &o)
-            .await
-            .unwrap_or_else(|e| panic!("creating {name}: {e}")),
-    )
 }
 
 fn with_workflow() -> Value {

@@ -6,6 +6,8 @@ use std::process::Command;
 
 use agentic_webhook::cli::check_args;
 use agentic_webhook::cli::manifests::{DEFAULT_IMAGE, Render, render};
+use agentic_webhook::lifecycle::template;
+use agentic_webhook::lifecycle::world::RunnerConfig;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -349,6 +351,7 @@ fn check_reconciler(docs: &[Value]) {
         "a standby replica"
     );
     check_args(&args(&d)).unwrap_or_else(|e| panic!("reconciler args do not parse: {e}"));
+    check_runner_template(docs, &d);
     // Exactly what the controller calls (see lifecycle::controller).
     let cr: ClusterRole = find(docs, "ClusterRole", "agentic-reconciler");
     assert_eq!(flatten(&cr.rules.unwrap_or_default()), reconciler_rules());
@@ -362,6 +365,51 @@ fn check_reconciler(docs: &[Value]) {
             &["get", "create", "patch"]
         )])
     );
+}
+
+/// The shipped runner pod template is mounted where the flag says, loads,
+/// and makes a pod the restricted profile admits.
+fn check_runner_template(docs: &[Value], d: &Deployment) {
+    let args = args(d);
+    assert!(args.iter().any(|a| a == "--require-restricted"), "{args:?}");
+    let path = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--runner-pod-template="))
+        .unwrap_or_else(|| panic!("no --runner-pod-template in {args:?}"));
+    let (dir, key) = path.rsplit_once('/').unwrap_or(("", path));
+    let pod = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .unwrap_or_default();
+    let mount = pod
+        .containers
+        .first()
+        .and_then(|c| c.volume_mounts.as_ref())
+        .and_then(|m| m.iter().find(|m| m.mount_path == dir))
+        .unwrap_or_else(|| panic!("nothing mounted at {dir}"));
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .and_then(|v| v.config_map.as_ref())
+        .unwrap_or_else(|| panic!("{} is not a ConfigMap volume", mount.name));
+    let cm: ConfigMap = find(docs, "ConfigMap", &volume.name);
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .unwrap_or_else(|| panic!("ConfigMap {} has no key {key}", volume.name));
+    let base = RunnerConfig::with_image("runner:1");
+    if let Err(e) = template::load(text, &base, true) {
+        panic!("the shipped runner pod template: {e}");
+    }
+    // The whole ConfigMap is accepted too (`--runner-pod-template cm.yaml`).
+    let whole = serde_json::to_string(&cm).unwrap_or_default();
+    if let Err(e) = template::load(&whole, &base, true) {
+        panic!("the shipped runner pod template as a ConfigMap: {e}");
+    }
 }
 
 fn bindings_of(docs: &[Value], sa: &str) -> Vec<String> {

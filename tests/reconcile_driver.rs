@@ -105,9 +105,7 @@ fn ctx_with_metrics(
 ) -> Arc<Context> {
     Context::new(
         client,
-        RunnerConfig {
-            image: "runner:test".into(),
-        },
+        RunnerConfig::with_image("runner:test"),
         PlanConfig::default(),
         notifier,
         metrics,

@@ -28,6 +28,10 @@ const BASE: &[(&str, &str)] = &[
         include_str!("../../manifests/base/reconciler.yaml"),
     ),
     (
+        "runner-template.yaml",
+        include_str!("../../manifests/base/runner-template.yaml"),
+    ),
+    (
         "webhook-configurations.yaml",
         include_str!("../../manifests/base/webhook-configurations.yaml"),
     ),

@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -72,7 +73,8 @@ pub enum Error {
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
-    pub runner: RunnerConfig,
+    /// How runner pods are made; swapped when the template file changes.
+    pub runner: Arc<ArcSwap<RunnerConfig>>,
     pub plan: PlanConfig,
     pub notifier: Arc<dyn RunnerNotifier>,
     pub metrics: Arc<Metrics>,
@@ -100,7 +102,7 @@ impl Context {
         Arc::new(Context {
             recorder: events::recorder(client.clone(), FIELD_MANAGER, None),
             client,
-            runner,
+            runner: Arc::new(ArcSwap::from_pointee(runner)),
             plan,
             notifier,
             metrics,
@@ -315,7 +317,7 @@ async fn act(
             ctx.cache.created_service(&ns, &service_name(&name));
         }
         Action::CreatePod { attempt, .. } => {
-            let pod = world::runner_pod(session, *attempt, &ctx.runner);
+            let pod = world::runner_pod(session, *attempt, &ctx.runner.load());
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(created) => {
                     tracing::info!(session = %name, namespace = %ns, attempt, "runner pod created");

@@ -1,7 +1,8 @@
 //! The lifecycle reconciler: a pure planner ([`plan`]) and its kube-runtime
 //! driver ([`controller`]) with its caches ([`cache`]), memory ([`memory`])
-//! and Events ([`events`]), the runner notice client ([`notice`]) and the
-//! kube objects it owns ([`world`]).
+//! and Events ([`events`]), the runner notice client ([`notice`]), the
+//! kube objects it owns ([`world`]), made from the platform team's runner pod
+//! template ([`template`], checked against the [`restricted`] profile).
 
 pub mod cache;
 pub mod controller;
@@ -9,4 +10,6 @@ pub mod events;
 pub mod memory;
 pub mod notice;
 pub mod plan;
+pub mod restricted;
+pub mod template;
 pub mod world;

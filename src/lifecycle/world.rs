@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, Pod, PodSecurityContext,
-    PodSpec, Probe, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service,
+    ServicePort, ServiceSpec,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -25,10 +27,54 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "agentic-webhook";
 pub const ANNOTATION_REPOS: &str = "vteam.ambient-code/repos";
 pub const ANNOTATION_GENERATION: &str = "vteam.ambient-code/generation";
+/// Which container `kubectl logs/exec` picks when none is named.
+pub const ANNOTATION_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+const LABEL_NAME: &str = "app.kubernetes.io/name";
 
-#[derive(Clone, Debug)]
+/// Labels on the runner pod that only the reconciler sets.
+pub const OWNED_LABELS: &[&str] = &[LABEL_NAME, LABEL_MANAGED_BY, LABEL_SESSION, LABEL_ATTEMPT];
+
+/// Variables the reconciler gives the runner container; a template may not set them.
+pub const RUNNER_ENV: &[&str] = &[
+    "SESSION_NAME",
+    "NAMESPACE",
+    "ATTEMPT",
+    "INITIAL_PROMPT",
+    "REPOS",
+    "MAIN_REPO",
+    "INTERACTIVE",
+    "RUNNER_PORT",
+    "LLM_MODEL",
+    "LLM_TEMPERATURE",
+    "LLM_MAX_TOKENS",
+    "TIMEOUT_SECONDS",
+    "INACTIVITY_TIMEOUT_SECONDS",
+    "STOP_ON_RUN_FINISHED",
+    "AUTO_PUSH_ON_COMPLETE",
+    "MCP_SERVERS",
+];
+
+/// How runner pods are made: the platform team's template (checked by
+/// [`super::template::load`]), the image and the resources for a runner
+/// container that names none.
+#[derive(Clone, Debug, Default)]
 pub struct RunnerConfig {
     pub image: String,
+    pub template: PodTemplateSpec,
+    /// CPU request of the runner container when the template sets none.
+    pub cpu: Option<Quantity>,
+    /// Memory request and limit of the runner container when the template sets neither.
+    pub memory: Option<Quantity>,
+}
+
+impl RunnerConfig {
+    /// No template, no default resources: a bare runner pod from `image`.
+    pub fn with_image(image: impl Into<String>) -> Self {
+        RunnerConfig {
+            image: image.into(),
+            ..RunnerConfig::default()
+        }
+    }
 }
 
 fn owner(session: &AgenticSession) -> OwnerReference {
@@ -61,23 +107,31 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-/// The runner pod of `attempt`, built from the session's current spec.
-pub fn runner_pod(session: &AgenticSession, attempt: i64, cfg: &RunnerConfig) -> Pod {
-    let name = session.metadata.name.clone().unwrap_or_default();
-    let ns = session.metadata.namespace.clone().unwrap_or_default();
+/// The runner's environment, from the session's current spec. User variables
+/// come last (V10 keeps them off the reserved names) but never replace one
+/// the template sets: that is the platform team's.
+fn runner_env(
+    session: &AgenticSession,
+    attempt: i64,
+    repos_json: &str,
+    template: &[EnvVar],
+) -> Vec<EnvVar> {
     let spec = &session.spec;
-    let repos = spec.repos.clone().unwrap_or_default();
-    let repos_json = serde_json::to_string(&repos).unwrap_or_else(|_| "[]".into());
-
     let mut vars = vec![
-        env("SESSION_NAME", name.clone()),
-        env("NAMESPACE", ns.clone()),
+        env(
+            "SESSION_NAME",
+            session.metadata.name.clone().unwrap_or_default(),
+        ),
+        env(
+            "NAMESPACE",
+            session.metadata.namespace.clone().unwrap_or_default(),
+        ),
         env("ATTEMPT", attempt.to_string()),
         env(
             "INITIAL_PROMPT",
             spec.initial_prompt.clone().unwrap_or_default(),
         ),
-        env("REPOS", repos_json.clone()),
+        env("REPOS", repos_json),
         env("MAIN_REPO", spec.main_repo.clone().unwrap_or_default()),
         env("INTERACTIVE", spec.is_interactive().to_string()),
         env("RUNNER_PORT", RUNNER_PORT.to_string()),
@@ -118,75 +172,158 @@ pub fn runner_pod(session: &AgenticSession, attempt: i64, cfg: &RunnerConfig) ->
             serde_json::to_string(mcp).unwrap_or_default(),
         ));
     }
-    // User variables last; V10 keeps them off the reserved names above.
     for (k, v) in spec.environment_variables.iter().flatten() {
-        vars.push(env(k, v.clone()));
+        if !template.iter().any(|e| &e.name == k) {
+            vars.push(env(k, v.clone()));
+        }
     }
+    let mut all = template.to_vec();
+    all.extend(vars);
+    all
+}
 
-    let mut pod_labels = labels(&name);
+/// What the restricted profile asks of every container, where the template
+/// is silent.
+fn restrict(c: &mut Container) {
+    let sc = c
+        .security_context
+        .get_or_insert_with(SecurityContext::default);
+    let caps = sc.capabilities.get_or_insert_with(Capabilities::default);
+    caps.drop.get_or_insert_with(|| vec!["ALL".into()]);
+    // The apiserver refuses `false` beside privileged or CAP_SYS_ADMIN.
+    let sys_admin = caps
+        .add
+        .iter()
+        .flatten()
+        .any(|c| c == "SYS_ADMIN" || c == "CAP_SYS_ADMIN");
+    if sc.privileged != Some(true) && !sys_admin {
+        sc.allow_privilege_escalation.get_or_insert(false);
+    }
+}
+
+/// The runner's resources where the template names none, so it is never
+/// BestEffort: CPU as a request (no throttling), memory as request and
+/// limit (no overcommit of the node).
+fn default_resources(c: &mut Container, cfg: &RunnerConfig) {
+    for (name, q, limit) in [("cpu", &cfg.cpu, false), ("memory", &cfg.memory, true)] {
+        let Some(q) = q else { continue };
+        let r = c
+            .resources
+            .get_or_insert_with(ResourceRequirements::default);
+        let named = |m: &Option<BTreeMap<String, Quantity>>| {
+            m.as_ref().is_some_and(|m| m.contains_key(name))
+        };
+        if named(&r.requests) || named(&r.limits) {
+            continue;
+        }
+        r.requests
+            .get_or_insert_with(BTreeMap::new)
+            .insert(name.to_owned(), q.clone());
+        if limit {
+            r.limits
+                .get_or_insert_with(BTreeMap::new)
+                .insert(name.to_owned(), q.clone());
+        }
+    }
+}
+
+/// The runner pod of `attempt`: the template, with what the reconciler owns
+/// filled in from the session's current spec.
+pub fn runner_pod(session: &AgenticSession, attempt: i64, cfg: &RunnerConfig) -> Pod {
+    let name = session.metadata.name.clone().unwrap_or_default();
+    let ns = session.metadata.namespace.clone().unwrap_or_default();
+    let repos = session.spec.repos.clone().unwrap_or_default();
+    let repos_json = serde_json::to_string(&repos).unwrap_or_else(|_| "[]".into());
+    let template = &cfg.template;
+    let mut meta = template.metadata.clone().unwrap_or_default();
+    let mut spec = template.spec.clone().unwrap_or_default();
+
+    meta.name = Some(pod_name(&name, attempt));
+    meta.namespace = Some(ns);
+    meta.owner_references = Some(vec![owner(session)]);
+    let pod_labels = meta.labels.get_or_insert_with(BTreeMap::new);
+    pod_labels.extend(labels(&name));
     pod_labels.insert(LABEL_ATTEMPT.to_owned(), attempt.to_string());
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(pod_name(&name, attempt)),
-            namespace: Some(ns),
-            labels: Some(pod_labels),
-            annotations: Some(BTreeMap::from([
-                (ANNOTATION_REPOS.to_owned(), repos_json),
-                (
-                    ANNOTATION_GENERATION.to_owned(),
-                    session.metadata.generation.unwrap_or(0).to_string(),
-                ),
-            ])),
-            owner_references: Some(vec![owner(session)]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            restart_policy: Some("Never".into()),
-            service_account_name: session
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(RUNNER_SA))
-                .cloned(),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    localhost_profile: None,
-                }),
-                ..PodSecurityContext::default()
+    let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(ANNOTATION_REPOS.to_owned(), repos_json.clone());
+    annotations.insert(
+        ANNOTATION_GENERATION.to_owned(),
+        session.metadata.generation.unwrap_or(0).to_string(),
+    );
+    annotations
+        .entry(ANNOTATION_DEFAULT_CONTAINER.to_owned())
+        .or_insert_with(|| RUNNER_CONTAINER.to_owned());
+
+    spec.restart_policy = Some("Never".into());
+    if let Some(sa) = session
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RUNNER_SA))
+    {
+        spec.service_account_name = Some(sa.clone());
+    }
+    let pod_sc = spec
+        .security_context
+        .get_or_insert_with(PodSecurityContext::default);
+    pod_sc.run_as_non_root.get_or_insert(true);
+    pod_sc
+        .seccomp_profile
+        .get_or_insert_with(|| SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        });
+
+    // The template's runner keeps its place; without one the runner is
+    // appended, so the template's container indexes stay as written.
+    let at = spec
+        .containers
+        .iter()
+        .position(|c| c.name == RUNNER_CONTAINER)
+        .unwrap_or(spec.containers.len());
+    if at == spec.containers.len() {
+        spec.containers.push(Container {
+            name: RUNNER_CONTAINER.into(),
+            ..Container::default()
+        });
+    }
+    for (i, c) in spec.containers.iter_mut().enumerate() {
+        restrict(c);
+        if i != at {
+            continue;
+        }
+        if c.image.is_none() {
+            c.image = Some(cfg.image.clone());
+        }
+        c.env = Some(runner_env(
+            session,
+            attempt,
+            &repos_json,
+            c.env.as_deref().unwrap_or_default(),
+        ));
+        c.ports.get_or_insert_with(Vec::new).push(ContainerPort {
+            name: Some("http".into()),
+            container_port: RUNNER_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        });
+        c.readiness_probe = Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/health".into()),
+                port: IntOrString::Int(RUNNER_PORT),
+                ..HTTPGetAction::default()
             }),
-            containers: vec![Container {
-                name: RUNNER_CONTAINER.into(),
-                image: Some(cfg.image.clone()),
-                env: Some(vars),
-                ports: Some(vec![ContainerPort {
-                    name: Some("http".into()),
-                    container_port: RUNNER_PORT,
-                    protocol: Some("TCP".into()),
-                    ..ContainerPort::default()
-                }]),
-                readiness_probe: Some(Probe {
-                    http_get: Some(HTTPGetAction {
-                        path: Some("/health".into()),
-                        port: IntOrString::Int(RUNNER_PORT),
-                        ..HTTPGetAction::default()
-                    }),
-                    period_seconds: Some(5),
-                    ..Probe::default()
-                }),
-                security_context: Some(SecurityContext {
-                    allow_privilege_escalation: Some(false),
-                    capabilities: Some(Capabilities {
-                        drop: Some(vec!["ALL".into()]),
-                        add: None,
-                    }),
-                    ..SecurityContext::default()
-                }),
-                ..Container::default()
-            }],
-            ..PodSpec::default()
-        }),
+            period_seconds: Some(5),
+            ..Probe::default()
+        });
+        default_resources(c, cfg);
+    }
+    for c in spec.init_containers.iter_mut().flatten() {
+        restrict(c);
+    }
+    Pod {
+        metadata: meta,
+        spec: Some(spec),
         status: None,
     }
 }
@@ -294,13 +431,7 @@ mod tests {
 
     #[test]
     fn the_runner_pod_is_owned_named_by_attempt_and_built_from_the_spec() {
-        let pod = runner_pod(
-            &session(),
-            2,
-            &RunnerConfig {
-                image: "runner:1".into(),
-            },
-        );
+        let pod = runner_pod(&session(), 2, &RunnerConfig::with_image("runner:1"));
         let v = serde_json::to_value(&pod).unwrap_or_default();
         assert_eq!(v["metadata"]["name"], "s1-runner-2");
         assert_eq!(v["metadata"]["labels"][LABEL_ATTEMPT], "2");

@@ -47,6 +47,15 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+impl ResultLabel {
+    /// `success` or `failure`.
+    pub fn of(ok: bool) -> Self {
+        ResultLabel {
+            result: if ok { "success" } else { "failure" }.to_owned(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiRequestLabels {
     pub verb: String,
@@ -95,6 +104,7 @@ pub struct Metrics {
     pub notice_entries: Gauge,
     pub event_errors: Counter,
     pub api_requests: Family<ApiRequestLabels, Counter>,
+    pub template_reloads: Family<ResultLabel, Counter>,
 }
 
 impl Metrics {
@@ -121,6 +131,7 @@ impl Metrics {
         let notice_entries = Gauge::default();
         let event_errors = Counter::default();
         let api_requests = Family::<ApiRequestLabels, Counter>::default();
+        let template_reloads = Family::<ResultLabel, Counter>::default();
 
         registry.register(
             "controller_runtime_webhook_latency_seconds",
@@ -217,6 +228,11 @@ impl Metrics {
             "Kubernetes API requests the reconciler made, by verb, resource and HTTP code (error: no answer)",
             api_requests.clone(),
         );
+        registry.register(
+            "agentic_reconciler_runner_template_reloads",
+            "Runner pod template reloads by result (on failure the last good template stays)",
+            template_reloads.clone(),
+        );
 
         Arc::new(Metrics {
             registry,
@@ -239,6 +255,7 @@ impl Metrics {
             notice_entries,
             event_errors,
             api_requests,
+            template_reloads,
         })
     }
 
@@ -258,10 +275,12 @@ impl Metrics {
     }
 
     pub fn cert_reload(&self, ok: bool) {
-        self.cert_reloads
-            .get_or_create(&ResultLabel {
-                result: if ok { "success" } else { "failure" }.to_owned(),
-            })
+        self.cert_reloads.get_or_create(&ResultLabel::of(ok)).inc();
+    }
+
+    pub fn template_reload(&self, ok: bool) {
+        self.template_reloads
+            .get_or_create(&ResultLabel::of(ok))
             .inc();
     }
 }

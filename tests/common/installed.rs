@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::envtest::{ControlPlane, Principal, control_plane};
-use super::{BIN, Server, make_certs};
+use super::envtest::{ControlPlane, Principal, Who, control_plane};
+use super::{BIN, Proc, Server, make_certs};
 
 pub const CRD: &str = "agenticsessions.vteam.ambient-code";
 pub const GROUP: &str = "vteam.ambient-code";
@@ -29,6 +29,34 @@ pub fn sessions_in(
         "agenticsessions",
     );
     kube::Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+/// Create a v1alpha2 session and return it as the apiserver answered.
+pub async fn create_session(client: &kube::Client, ns: &str, name: &str, spec: Value) -> Value {
+    let o: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": format!("{GROUP}/v1alpha2"), "kind": "AgenticSession",
+        "metadata": {"name": name, "namespace": ns}, "spec": spec,
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let created = sessions_in(client, ns, "v1alpha2")
+        .create(&kube::api::PostParams::default(), &o)
+        .await
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+    serde_json::to_value(created).unwrap_or_default()
+}
+
+/// `agentic-webhook reconcile` as the reconciler's service account, its
+/// probes (and /metrics) on `probes`.
+pub fn reconciler_at(env: &Installed, probes: &str, args: &[&str]) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--log-format", "json", "reconcile", "--probe-addr", probes])
+        .args(args)
+        .env(
+            "KUBECONFIG",
+            env.cp.kubeconfig(&Who::Token(Principal::Reconciler)),
+        )
+        .env("RUST_LOG", "info,kube=warn");
+    Proc::spawn(cmd, false)
 }
 
 pub struct Installed {
