@@ -143,6 +143,31 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
+/// Wait until every one of `names` is Creating; on timeout, say why with
+/// the reconciler's logs.
+async fn all_creating(client: &kube::Client, ns: &str, names: &[&str], reconciler: &mut Proc) {
+    let api = sessions(client, ns);
+    let end = Instant::now() + Duration::from_secs(30);
+    for name in names {
+        loop {
+            let o = as_json(&api.get(name).await.unwrap_or_else(|e| panic!("{e}")));
+            if o["status"]["phase"] == "Creating" {
+                break;
+            }
+            if Instant::now() > end {
+                let logs: Vec<String> = reconciler.logs().iter().map(Value::to_string).collect();
+                panic!(
+                    "{ns}/{name} not Creating: {}; reconciler exited: {:?}; its logs:\n{}",
+                    o["status"],
+                    reconciler.try_wait(),
+                    logs.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// Wait until the session's status satisfies `pred`; returns the object.
 async fn wait_session(
     client: &kube::Client,
@@ -855,14 +880,12 @@ async fn reaching_creating_costs_writes_only_no_reads() {
     let ns = env.cp.namespace(&client, "cost").await;
     let (_runners, template) = Runners::start().await;
     let probes = format!("127.0.0.1:{}", free_port());
-    let _reconciler = reconciler_at(env, &probes, &refs(&scoped(&ns, &template, "3")));
+    let mut reconciler = reconciler_at(env, &probes, &refs(&scoped(&ns, &template, "3")));
     let names = ["c1", "c2", "c3"];
     for name in names {
         create_session(&client, &ns, name, json!({"initialPrompt": "p"})).await;
     }
-    for name in names {
-        wait_session(&client, &ns, name, "Creating", phase_is("Creating")).await;
-    }
+    all_creating(&client, &ns, &names, &mut reconciler).await;
     let addr: std::net::SocketAddr = probes.parse().unwrap_or_else(|e| panic!("{e}"));
     // The PodCreated Events follow the last status write.
     let counts = eventually(
@@ -992,4 +1015,23 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over_without_duplicates(
     let _ = sessions(&client, &ns)
         .delete("s6", &DeleteParams::default())
         .await;
+}
+
+/// Sessions that exist when the reconciler starts come in its first list,
+/// and their reconciles all start before its pod and service caches are
+/// filled. Each must be reconciled, not only the one whose wait happened to
+/// be woken (kube-runtime's store readiness wakes only its last waiter).
+#[tokio::test]
+async fn sessions_that_exist_before_the_reconciler_starts_are_all_reconciled() {
+    let Some(env) = installed() else { return };
+    let client = env.cp.client().await;
+    let ns = env.cp.namespace(&client, "pre").await;
+    let (_runners, template) = Runners::start().await;
+    let names: Vec<String> = (1..=8).map(|i| format!("pre-{i}")).collect();
+    for name in &names {
+        create_session(&client, &ns, name, json!({"initialPrompt": "p"})).await;
+    }
+    let mut reconciler = reconciler(env, &refs(&scoped(&ns, &template, "3")));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    all_creating(&client, &ns, &names, &mut reconciler).await;
 }

@@ -47,6 +47,8 @@ pub struct Cache {
     pods: Store<Pod>,
     services: Store<Service>,
     expected: Mutex<Expectations>,
+    /// One reconcile at a time waits on the stores' readiness (see `ready`).
+    ready_gate: tokio::sync::Mutex<()>,
 }
 
 /// The write halves of the caches, fed by `run_controller`'s reflectors (or
@@ -106,6 +108,7 @@ impl Cache {
                 pods,
                 services,
                 expected: Mutex::new(Expectations::default()),
+                ready_gate: tokio::sync::Mutex::new(()),
             },
             CacheWriters {
                 pods: pod_writer,
@@ -117,6 +120,12 @@ impl Cache {
     /// Until both caches hold a complete list: before that, a missing pod
     /// means nothing (it would read as "the runner pod is gone").
     pub async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        // kube-runtime's readiness is a oneshot receiver behind a lock: it
+        // keeps the waker of the last task that polled it, so of several
+        // reconciles waiting at start only one was ever woken and the others
+        // waited until their session next changed. The others queue here
+        // instead (a tokio mutex wakes each in turn) and find it ready.
+        let _one = self.ready_gate.lock().await;
         self.pods.wait_until_ready().await?;
         self.services.wait_until_ready().await
     }
@@ -272,6 +281,27 @@ mod tests {
                                               "uid": owner, "controller": true}]},
         }))
         .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn every_reconcile_waiting_for_the_caches_is_released() {
+        let (cache, mut w) = Cache::new();
+        let cache = Arc::new(cache);
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let c = cache.clone();
+                tokio::spawn(async move { c.ready().await.is_ok() })
+            })
+            .collect();
+        // All eight are waiting before the caches fill.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        w.seed(Vec::new(), Vec::new());
+        for waiter in waiters {
+            let released = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+            assert!(matches!(released, Ok(Ok(true))), "a waiter was never woken");
+        }
     }
 
     #[test]

@@ -55,7 +55,11 @@ pub fn reconciler_at(env: &Installed, probes: &str, args: &[&str]) -> Proc {
             "KUBECONFIG",
             env.cp.kubeconfig(&Who::Token(Principal::Reconciler)),
         )
-        .env("RUST_LOG", "info,kube=warn");
+        .env(
+            "RUST_LOG",
+            std::env::var("AGENTIC_TEST_RECONCILER_LOG")
+                .unwrap_or_else(|_| "info,kube=warn".into()),
+        );
     Proc::spawn(cmd, false)
 }
 
