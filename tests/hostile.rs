@@ -635,3 +635,251 @@ async fn sigterm_under_load_answers_every_accepted_request_and_exits_0() {
     );
     assert_eq!(status.code(), Some(0));
 }
+
+/// `curl` posting `body_bytes` of `content_type` to `path`: (HTTP code, exit code).
+fn curl_post(
+    f: &Fixture,
+    proto: &str,
+    content_type: &str,
+    body: &std::path::Path,
+    path: &str,
+) -> (String, Option<i32>) {
+    let ca = f._dir.path().join("ca.crt");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            proto,
+            "--cacert",
+        ])
+        .arg(&ca)
+        .args([
+            "-H",
+            &format!("Content-Type: {content_type}"),
+            "--data-binary",
+        ])
+        .arg(format!("@{}", body.display()))
+        .arg(format!("https://{}{path}", f.server.https))
+        .output()
+        .unwrap_or_else(|e| panic!("curl is needed for this test: {e}"));
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.code(),
+    )
+}
+
+/// A refusal sent before the body is read (415, 413) reaches a client that
+/// is still uploading, over HTTP/2 and HTTP/1.1, as curl sees it. (Before
+/// the body was drained, curl over HTTP/2 reported `(92) Stream error` for
+/// every upload larger than its 64 KiB window.)
+#[test]
+fn an_early_answer_reaches_a_client_still_uploading() {
+    let f = start(&["--max-conversion-body", "1048576"]);
+    let two_mib = f._dir.path().join("two-mib");
+    std::fs::write(&two_mib, vec![b'a'; 2 << 20]).unwrap_or_else(|e| panic!("{e}"));
+    for (proto, tries) in [("--http2", 50), ("--http1.1", 10)] {
+        for i in 0..tries {
+            let got = curl_post(&f, proto, "text/plain", &two_mib, "/validate");
+            assert_eq!(got, ("415".into(), Some(0)), "{proto} try {i}");
+        }
+        let got = curl_post(&f, proto, "application/json", &two_mib, "/convert");
+        assert_eq!(
+            got,
+            ("413".into(), Some(0)),
+            "{proto}: a body over the limit"
+        );
+    }
+    assert_eq!(panics(&f), 0.0);
+}
+
+fn in_flight(f: &Fixture, webhook: &str) -> f64 {
+    let (_, text) = http_get(f.server.probes, "/metrics");
+    metric(
+        &text,
+        &format!("controller_runtime_webhook_requests_in_flight{{webhook=\"{webhook}\"}}"),
+    )
+    .unwrap_or(-1.0)
+}
+
+/// Streams reset by the client while the server holds them leave no request
+/// counted as in flight. With one review at a time, the first stream waits
+/// for its body and the others wait for a slot: hyper drops those at the
+/// reset, mid-`.await`, which is what the gauge's guard is for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_streams_leave_nothing_in_flight() {
+    let f = start(&["--max-concurrent-reviews", "1"]);
+    let tls = tls_stream(f.server.https, &f.ca, &[b"h2"]).await;
+    let (client, conn) = h2::client::handshake(tls)
+        .await
+        .unwrap_or_else(|e| panic!("h2 handshake: {e}"));
+    tokio::spawn(conn);
+    let mut client = client;
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        client = client
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("h2 ready: {e}"));
+        let req = http::Request::post(format!("https://{}/convert?timeout=20s", f.server.https))
+            .header("content-type", "application/json")
+            .header("content-length", "1000000")
+            .body(())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (_resp, mut stream) = client
+            .send_request(req, false)
+            .unwrap_or_else(|e| panic!("send: {e}"));
+        let _ = stream.send_data(Bytes::from_static(b"{\"apiVersion\":"), false);
+        streams.push(stream);
+    }
+    // All twenty are in flight: one reading its body, nineteen queued.
+    let end = Instant::now() + Duration::from_secs(10);
+    while in_flight(&f, "/convert") != 20.0 {
+        assert!(
+            Instant::now() < end,
+            "in flight: {}",
+            in_flight(&f, "/convert")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in &mut streams {
+        s.send_reset(h2::Reason::CANCEL);
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while in_flight(&f, "/convert") != 0.0 {
+        assert!(
+            Instant::now() < end,
+            "cancelled requests still counted in flight: {}",
+            in_flight(&f, "/convert")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    still_answers(&f).await;
+}
+
+/// A legacy CREATE whose prompt makes the body `size` bytes (the costliest
+/// string shape: the prompt also goes into the patch).
+fn long_prompt_review(size: usize) -> Bytes {
+    let mut v = fixture_json(GOOD);
+    let base = serde_json::to_vec(&v).unwrap_or_default().len();
+    v["request"]["object"]["spec"]["prompt"] = json!("x".repeat(size.saturating_sub(base + 64)));
+    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+}
+
+/// A CREATE with `size` bytes of tiny environment variables (the costliest
+/// shape per byte: a map entry for every ten bytes).
+fn value_dense_review(size: usize) -> Bytes {
+    let mut v = fixture_json("02-apply-ssa-v1alpha2-modern.validate.json");
+    let mut n = size / 12;
+    loop {
+        let vars: serde_json::Map<String, Value> =
+            (0..n).map(|i| (format!("K{i}"), json!("v"))).collect();
+        v["request"]["object"]["spec"]["environmentVariables"] = Value::Object(vars);
+        let body = serde_json::to_vec(&v).unwrap_or_default();
+        if body.len() <= size {
+            return Bytes::from(body);
+        }
+        n = n * 97 / 100;
+    }
+}
+
+/// A list conversion of `size` bytes.
+fn large_conversion(size: usize) -> (Bytes, usize) {
+    let mut v = fixture_json("07-get-list-v1alpha1.convert-01.json");
+    let one = v["request"]["objects"][0].clone();
+    let each = serde_json::to_vec(&one).unwrap_or_default().len() + 1;
+    let n = size.saturating_sub(4096) / each;
+    v["request"]["objects"] = Value::Array(vec![one; n]);
+    (Bytes::from(serde_json::to_vec(&v).unwrap_or_default()), n)
+}
+
+/// Under a 128 MiB memory limit (read from a cgroup file, as in a pod), the
+/// largest bodies the server accepts, fired together, are all answered and
+/// the peak RSS stays under the limit. The budget refuses what it cannot
+/// afford (413 if never, 429 if not now) instead of allocating it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_accepted_bodies_at_once_stay_under_the_memory_limit() {
+    let cgroup = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let limit_kib: u64 = 128 * 1024;
+    std::fs::write(
+        cgroup.path().join("memory.max"),
+        format!("{}\n", limit_kib * 1024),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let root = cgroup.path().display().to_string();
+    let f = start(&["--cgroup-root", &root]);
+    let (_, text) = http_get(f.server.probes, "/metrics");
+    let limit = |name: &str| {
+        metric(&text, &format!("agentic_webhook_limit{{limit=\"{name}\"}}"))
+            .unwrap_or_else(|| panic!("no {name} limit in {text}")) as usize
+    };
+    assert_eq!(limit("memory_bytes"), (limit_kib * 1024) as usize);
+    let conversion_limit = limit("conversion_body_bytes");
+    let admission_limit = limit("admission_body_bytes");
+    let (conversion, objects) = large_conversion(conversion_limit);
+    let bodies = [
+        ("/convert", conversion),
+        ("/mutate", long_prompt_review(admission_limit)),
+        ("/validate", value_dense_review(admission_limit)),
+    ];
+    for (path, b) in &bodies {
+        let cap = if *path == "/convert" {
+            conversion_limit
+        } else {
+            admission_limit
+        };
+        assert!(
+            b.len() <= cap && b.len() > cap * 9 / 10,
+            "{path}: {} of {cap}",
+            b.len()
+        );
+    }
+    let base = connect(f.server.https, &f.ca, Alpn::H2).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        for (path, body) in &bodies {
+            let mut c: Connection = base.share().unwrap_or_else(|| panic!("h2"));
+            let (path, body) = (*path, body.clone());
+            tasks.push(tokio::spawn(async move {
+                let r = c.post(&format!("{path}?timeout=30s"), body).await;
+                (path, r.map(|r| (r.status.as_u16(), r.body)))
+            }));
+        }
+    }
+    let mut seen = std::collections::BTreeMap::<(&str, u16), usize>::new();
+    for t in tasks {
+        let (path, r) = t.await.unwrap_or_else(|e| panic!("{e}"));
+        let (status, body) = r.unwrap_or_else(|e| panic!("{path}: no answer: {e}"));
+        assert!(matches!(status, 200 | 413 | 429), "{path}: {status}");
+        if path == "/convert" && status == 200 {
+            let v = json(&body);
+            assert_eq!(
+                v["response"]["convertedObjects"].as_array().map(Vec::len),
+                Some(objects)
+            );
+        }
+        *seen.entry((path, status)).or_default() += 1;
+    }
+    let peak = f.server.peak_rss_kib().unwrap_or(u64::MAX);
+    eprintln!(
+        "memory limit {limit_kib} KiB: conversion body {conversion_limit} B, admission body \
+         {admission_limit} B, 4 of each at once: {seen:?}; peak RSS {peak} KiB"
+    );
+    assert!(
+        peak < limit_kib,
+        "peak RSS {peak} KiB over the {limit_kib} KiB limit"
+    );
+    // The budget serves what it can afford, not nothing.
+    assert!(
+        seen.get(&("/convert", 200)).is_some_and(|n| *n >= 1),
+        "{seen:?}"
+    );
+    assert!(
+        seen.get(&("/mutate", 200)).is_some_and(|n| *n >= 1),
+        "{seen:?}"
+    );
+    assert_eq!(panics(&f), 0.0);
+    still_answers(&f).await;
+}

@@ -133,6 +133,31 @@ fn check_webhook_deployment(docs: &[Value]) {
         .as_ref()
         .unwrap_or_else(|| panic!("no resources"));
     assert!(res.requests.is_some() && res.limits.is_some());
+    // The server sizes itself from the container's memory limit, and at the
+    // shipped limit keeps the default body limits.
+    let from = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "AGENTIC_MEMORY_LIMIT")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.resource_field_ref.as_ref())
+        .unwrap_or_else(|| panic!("AGENTIC_MEMORY_LIMIT is not from the downward API"));
+    assert_eq!(from.resource, "limits.memory");
+    assert_eq!(from.container_name.as_deref(), Some(c.name.as_str()));
+    let limit = res
+        .limits
+        .as_ref()
+        .and_then(|l| l.get("memory"))
+        .map(|q| agentic_webhook::quantity::value(&q.0).unwrap_or(0.0) as u64)
+        .unwrap_or(0);
+    let sized = agentic_webhook::server::budget::size(limit);
+    let defaults = agentic_webhook::server::budget::UNLIMITED;
+    assert_eq!(
+        (sized.admission_body, sized.conversion_body),
+        (defaults.admission_body, defaults.conversion_body),
+        "the shipped limit keeps the default body limits"
+    );
     // Ports and probe paths are the server's defaults (serve --addr :8443, --probe-addr :8080).
     let port = |name: &str| {
         c.ports

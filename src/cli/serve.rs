@@ -14,6 +14,7 @@ use crate::admission::Policy;
 use crate::certmgr::{CertManager, ManagerConfig};
 use crate::conversion::Converter;
 use crate::duration;
+use crate::server::budget;
 use crate::server::http::HttpLimits;
 use crate::server::listener::ConnLimits;
 use crate::server::metrics::Metrics;
@@ -96,21 +97,36 @@ pub struct ServeArgs {
     /// PEM bundle of CAs: require and verify a client certificate (the apiserver's).
     #[arg(long)]
     client_ca: Option<PathBuf>,
-    /// Largest AdmissionReview body, bytes (larger: 413).
-    #[arg(long, default_value_t = 8 << 20)]
-    max_admission_body: usize,
-    /// Largest ConversionReview body, bytes (larger: 413).
-    #[arg(long, default_value_t = 64 << 20)]
-    max_conversion_body: usize,
-    /// Reviews handled at once; beyond it requests wait briefly, then get 429.
-    #[arg(long, default_value_t = 256)]
-    max_concurrent_reviews: usize,
-    /// Request bodies held in memory at once, bytes.
-    #[arg(long, default_value_t = 256 << 20)]
-    max_inflight_body_bytes: usize,
-    /// Open connections accepted at once.
-    #[arg(long, default_value_t = 1024)]
-    max_connections: usize,
+    /// Memory the process may use (bytes, or a quantity like 128Mi): the
+    /// limits below are sized so the peak stays under 75 % of it. Default:
+    /// the cgroup's limit (the manifests pass the container's
+    /// limits.memory); without one, the defaults below.
+    #[arg(long, env = "AGENTIC_MEMORY_LIMIT", value_parser = memory_limit)]
+    memory_limit: Option<u64>,
+    /// Where the cgroup memory files are (tests point it elsewhere).
+    #[arg(long, default_value = "/sys/fs/cgroup", hide = true)]
+    cgroup_root: PathBuf,
+    /// Largest AdmissionReview body, bytes (larger: 413) [default: 8 MiB,
+    /// or sized from --memory-limit].
+    #[arg(long)]
+    max_admission_body: Option<usize>,
+    /// Largest ConversionReview body, bytes (larger: 413) [default: 64 MiB,
+    /// or sized from --memory-limit].
+    #[arg(long)]
+    max_conversion_body: Option<usize>,
+    /// Reviews handled at once; beyond it requests wait briefly, then get
+    /// 429 [default: 256, or sized from --memory-limit].
+    #[arg(long)]
+    max_concurrent_reviews: Option<usize>,
+    /// Memory for requests at once, bytes: bodies and what decoding them
+    /// costs (estimated before decoding) [default: 256 MiB, or sized from
+    /// --memory-limit].
+    #[arg(long)]
+    max_inflight_body_bytes: Option<usize>,
+    /// Open connections accepted at once [default: 1024, or sized from
+    /// --memory-limit].
+    #[arg(long)]
+    max_connections: Option<usize>,
     /// Close a connection after this long without traffic.
     #[arg(long, default_value = "120s", value_parser = duration::flag)]
     idle_timeout: Duration,
@@ -130,7 +146,35 @@ pub struct ServeArgs {
     policy: PolicyArgs,
 }
 
+fn memory_limit(text: &str) -> Result<u64, String> {
+    match crate::quantity::value(text)? {
+        v if v >= 1.0 && v < u64::MAX as f64 => Ok(v as u64),
+        _ => Err(format!("{text:?} is not a memory size")),
+    }
+}
+
+/// The limits: sized from the memory limit (flag, else cgroup), each
+/// overridden by its own flag.
+fn sized(args: &ServeArgs) -> (Option<u64>, budget::Sized) {
+    let limit = args
+        .memory_limit
+        .or_else(|| budget::cgroup_limit(&args.cgroup_root));
+    let base = limit.map_or(budget::UNLIMITED, budget::size);
+    (
+        limit,
+        budget::Sized {
+            request_memory: args.max_inflight_body_bytes.unwrap_or(base.request_memory),
+            admission_body: args.max_admission_body.unwrap_or(base.admission_body),
+            conversion_body: args.max_conversion_body.unwrap_or(base.conversion_body),
+            max_concurrent: args.max_concurrent_reviews.unwrap_or(base.max_concurrent),
+            max_connections: args.max_connections.unwrap_or(base.max_connections),
+        },
+    )
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (memory_limit, limits) = sized(&args);
+    crate::server::memory::tune_allocator();
     let certs = match (&args.tls_cert, &args.tls_key, args.self_signed) {
         (Some(cert), Some(key), false) => CertSource::Files(PairFiles {
             cert: cert.clone(),
@@ -159,15 +203,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             handshake_timeout: args.handshake_timeout,
             header_read_timeout: args.header_read_timeout,
             idle_timeout: args.idle_timeout,
-            max_connections: args.max_connections,
+            max_connections: limits.max_connections,
             http2: !args.disable_http2,
             ..ConnLimits::default()
         },
         http: HttpLimits {
-            admission_body: args.max_admission_body,
-            conversion_body: args.max_conversion_body,
-            max_concurrent: args.max_concurrent_reviews,
-            max_body_bytes_in_flight: args.max_inflight_body_bytes,
+            admission_body: limits.admission_body,
+            conversion_body: limits.conversion_body,
+            max_concurrent: limits.max_concurrent,
+            max_body_bytes_in_flight: limits.request_memory,
             ..HttpLimits::default()
         },
         cert_poll_interval: args.cert_poll_interval,
@@ -182,6 +226,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let handles = Handles::new(Metrics::new());
+        tracing::info!(
+            memory_limit = memory_limit.unwrap_or(0),
+            request_memory = limits.request_memory,
+            admission_body = limits.admission_body,
+            conversion_body = limits.conversion_body,
+            concurrent_reviews = limits.max_concurrent,
+            connections = limits.max_connections,
+            "limits"
+        );
+        handles.metrics.limits(memory_limit, &limits);
         let stop_certs = CancellationToken::new();
         if args.manage_certs {
             // Not ready until our CA is in every caBundle.

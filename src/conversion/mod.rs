@@ -11,7 +11,7 @@ use crate::api::Version;
 
 pub use convert::ConvertError;
 pub use object::{convert_object, normalize_object};
-use review::{ConversionRequest, Outcome};
+use review::{ConversionRequest, Converted, Outcome};
 
 /// Per-direction counts, for `conversions_total{from,to}`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -34,7 +34,9 @@ pub fn convert_request(req: &ConversionRequest<'_>) -> (Outcome, Counts) {
             counts,
         );
     };
-    let mut out = Vec::with_capacity(req.objects.len());
+    // Converted objects are about as large as the originals.
+    let bytes: usize = req.objects.iter().map(|o| o.get().len() + 1).sum();
+    let mut out = Converted::with_capacity(bytes + bytes / 8, req.objects.len());
     for (i, raw) in req.objects.iter().enumerate() {
         let json = raw.get();
         match convert_object(json, to) {
@@ -46,7 +48,7 @@ pub fn convert_request(req: &ConversionRequest<'_>) -> (Outcome, Counts) {
                 } else {
                     counts.to_v1alpha2 += 1;
                 }
-                out.push(converted);
+                out.push(&converted);
             }
             Err(e) => {
                 return (

@@ -114,11 +114,61 @@ pub fn decode(body: &[u8]) -> Result<(ReviewVersion, ConversionRequest<'_>), Rev
     Ok((version, request))
 }
 
-/// The outcome of one review: converted objects (raw JSON, request order)
-/// or a failure message.
+/// Converted objects (raw JSON, request order) in one buffer, joined by
+/// commas as they will be sent: a 60 MB review costs one more 60 MB, not a
+/// vector of vectors and then a copy of it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Converted {
+    joined: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Converted {
+    /// Room for about `bytes` of objects.
+    pub fn with_capacity(bytes: usize, objects: usize) -> Self {
+        Converted {
+            joined: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(objects),
+        }
+    }
+
+    pub fn from_objects<I: IntoIterator<Item = Vec<u8>>>(objects: I) -> Self {
+        let mut c = Converted::default();
+        for o in objects {
+            c.push(&o);
+        }
+        c
+    }
+
+    pub fn push(&mut self, object: &[u8]) {
+        if !self.ends.is_empty() {
+            self.joined.push(b',');
+        }
+        self.joined.extend_from_slice(object);
+        self.ends.push(self.joined.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Each object's JSON.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|e| e + 1));
+        starts
+            .zip(self.ends.iter())
+            .map(|(s, &e)| self.joined.get(s..e).unwrap_or_default())
+    }
+}
+
+/// The outcome of one review: converted objects or a failure message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Success(Vec<Vec<u8>>),
+    Success(Converted),
     Failure(String),
 }
 
@@ -129,43 +179,38 @@ struct ResultOut<'a> {
     message: Option<&'a str>,
 }
 
-/// Write the response. Converted objects are our own serializer's output,
-/// so they are spliced in as they are rather than parsed again.
-pub fn encode(version: ReviewVersion, uid: &str, outcome: &Outcome) -> Vec<u8> {
-    let (objects, result): (&[Vec<u8>], ResultOut<'_>) = match outcome {
-        Outcome::Success(objs) => (
-            objs,
-            ResultOut {
-                status: "Success",
-                message: None,
-            },
-        ),
-        Outcome::Failure(msg) => (
-            &[],
-            ResultOut {
-                status: "Failure",
-                message: Some(msg),
-            },
-        ),
+/// The response as three pieces, sent one after the other: the envelope up
+/// to the objects, the objects as converted (our own serializer's output,
+/// spliced in without another copy), and the rest.
+pub fn encode_parts(version: ReviewVersion, uid: &str, outcome: Outcome) -> [Vec<u8>; 3] {
+    let (objects, message) = match outcome {
+        Outcome::Success(c) => (c.joined, None),
+        Outcome::Failure(msg) => (Vec::new(), Some(msg)),
     };
-    let size: usize = objects.iter().map(|o| o.len() + 1).sum();
-    let mut out = Vec::with_capacity(size + 192);
-    out.extend_from_slice(b"{\"apiVersion\":\"");
-    out.extend_from_slice(version.api_version().as_bytes());
-    out.extend_from_slice(b"\",\"kind\":\"ConversionReview\",\"response\":{\"uid\":");
+    let result = ResultOut {
+        status: if message.is_some() {
+            "Failure"
+        } else {
+            "Success"
+        },
+        message: message.as_deref(),
+    };
+    let mut head = Vec::with_capacity(160);
+    head.extend_from_slice(b"{\"apiVersion\":\"");
+    head.extend_from_slice(version.api_version().as_bytes());
+    head.extend_from_slice(b"\",\"kind\":\"ConversionReview\",\"response\":{\"uid\":");
     // Strings and a two-field struct always serialize.
-    let _ = serde_json::to_writer(&mut out, uid);
-    out.extend_from_slice(b",\"convertedObjects\":[");
-    for (i, o) in objects.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(o);
-    }
-    out.extend_from_slice(b"],\"result\":");
-    let _ = serde_json::to_writer(&mut out, &result);
-    out.extend_from_slice(b"}}");
-    out
+    let _ = serde_json::to_writer(&mut head, uid);
+    head.extend_from_slice(b",\"convertedObjects\":[");
+    let mut tail = b"],\"result\":".to_vec();
+    let _ = serde_json::to_writer(&mut tail, &result);
+    tail.extend_from_slice(b"}}");
+    [head, objects, tail]
+}
+
+/// The response in one buffer.
+pub fn encode(version: ReviewVersion, uid: &str, outcome: &Outcome) -> Vec<u8> {
+    encode_parts(version, uid, outcome.clone()).concat()
 }
 
 #[cfg(test)]
@@ -188,7 +233,7 @@ mod tests {
         let ok = encode(
             ReviewVersion::V1Beta1,
             "u\"1",
-            &Outcome::Success(vec![b"{}".to_vec(), b"[1]".to_vec()]),
+            &Outcome::Success(Converted::from_objects([b"{}".to_vec(), b"[1]".to_vec()])),
         );
         let v: serde_json::Value = serde_json::from_slice(&ok).unwrap_or_default();
         assert_eq!(
@@ -205,6 +250,26 @@ mod tests {
         assert_eq!(
             v["response"]["result"],
             serde_json::json!({"status": "Failure", "message": "ns/x: nope"})
+        );
+    }
+
+    #[test]
+    fn converted_objects_are_one_buffer_read_back_one_by_one() {
+        let c = Converted::from_objects([b"{\"a\":1}".to_vec(), b"[]".to_vec(), b"{}".to_vec()]);
+        assert_eq!(c.len(), 3);
+        assert_eq!(
+            c.iter().collect::<Vec<_>>(),
+            [b"{\"a\":1}".as_slice(), b"[]", b"{}"]
+        );
+        assert_eq!(Converted::default().iter().count(), 0);
+        let [head, objects, tail] =
+            encode_parts(ReviewVersion::V1, "u", Outcome::Success(c.clone()));
+        assert_eq!(objects, b"{\"a\":1},[],{}");
+        let whole: serde_json::Value =
+            serde_json::from_slice(&[head, objects, tail].concat()).unwrap_or_default();
+        assert_eq!(
+            whole["response"]["convertedObjects"],
+            serde_json::json!([{"a": 1}, [], {}])
         );
     }
 

@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use http_body_util::BodyExt;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
@@ -27,6 +29,7 @@ use crate::conversion::review::{self as conversion_review, Outcome};
 use crate::duration;
 
 use super::metrics::{AdmissionLabels, DirectionLabels, Metrics, RuleLabel, WebhookCodeLabels};
+use super::{budget, early, hold};
 
 pub const MUTATE: &str = "/mutate";
 pub const VALIDATE: &str = "/validate";
@@ -39,7 +42,8 @@ pub struct HttpLimits {
     pub conversion_body: usize,
     /// Reviews handled at once.
     pub max_concurrent: usize,
-    /// Request bodies held in memory at once, in bytes.
+    /// Memory for requests at once (bodies and their decoding, as
+    /// [`budget`] estimates it), in bytes.
     pub max_body_bytes_in_flight: usize,
     /// Used when the request carries no `?timeout=`.
     pub default_timeout: Duration,
@@ -50,10 +54,10 @@ pub struct HttpLimits {
 impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
-            admission_body: 8 << 20,
-            conversion_body: 64 << 20,
-            max_concurrent: 256,
-            max_body_bytes_in_flight: 256 << 20,
+            admission_body: budget::UNLIMITED.admission_body,
+            conversion_body: budget::UNLIMITED.conversion_body,
+            max_concurrent: budget::UNLIMITED.max_concurrent,
+            max_body_bytes_in_flight: budget::UNLIMITED.request_memory,
             default_timeout: Duration::from_secs(10),
             max_timeout: Duration::from_secs(30),
         }
@@ -66,8 +70,9 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub limits: HttpLimits,
     slots: Arc<Semaphore>,
-    /// KiB of request body in memory.
+    /// KiB of request memory.
     body_budget: Arc<Semaphore>,
+    body_budget_kib: usize,
 }
 
 impl App {
@@ -82,9 +87,8 @@ impl App {
             conversion,
             metrics,
             slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
-            body_budget: Arc::new(Semaphore::new(
-                (limits.max_body_bytes_in_flight / 1024).max(1),
-            )),
+            body_budget: Arc::new(Semaphore::new(kib(limits.max_body_bytes_in_flight) as usize)),
+            body_budget_kib: kib(limits.max_body_bytes_in_flight) as usize,
             limits,
         })
     }
@@ -94,15 +98,19 @@ impl App {
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline(pub Instant);
 
+/// KiB of request memory the request already holds (from admission control).
+#[derive(Clone, Copy, Debug)]
+struct Charged(u32);
+
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
+}
+
 pub fn router(app: Arc<App>) -> Router {
-    let admission_limit = DefaultBodyLimit::max(app.limits.admission_body);
     Router::new()
-        .route(MUTATE, post(mutate).layer(admission_limit))
-        .route(VALIDATE, post(validate).layer(admission_limit))
-        .route(
-            CONVERT,
-            post(convert).layer(DefaultBodyLimit::max(app.limits.conversion_body)),
-        )
+        .route(MUTATE, post(mutate))
+        .route(VALIDATE, post(validate))
+        .route(CONVERT, post(convert))
         .layer(middleware::from_fn_with_state(app.clone(), admit))
         .layer(middleware::from_fn_with_state(app.clone(), deadline))
         // Inside `observe`, so a panic still ends as a counted 500 and the
@@ -157,15 +165,31 @@ fn webhook_label(path: &str) -> &'static str {
     }
 }
 
+/// One request counted in a gauge for as long as it lives.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn enter(gauge: Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// controller-runtime's request metrics: latency, count by code, in flight.
 async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let webhook = webhook_label(req.uri().path());
     let label = app.metrics.webhook(webhook);
-    let in_flight = app.metrics.webhook_in_flight.get_or_create(&label).clone();
-    in_flight.inc();
+    // Held by a guard: a request whose client goes away mid-body is dropped
+    // at this `.await`, and must not leave the gauge raised.
+    let _in_flight = InFlight::enter(app.metrics.webhook_in_flight.get_or_create(&label).clone());
     let started = Instant::now();
     let resp = next.run(req).await;
-    in_flight.dec();
     app.metrics
         .webhook_latency
         .get_or_create(&label)
@@ -216,59 +240,159 @@ fn json_content_type(v: Option<&HeaderValue>) -> bool {
 }
 
 /// Content type first (cheap), then a concurrency slot and body memory,
-/// waiting at most half the time left (never past the deadline).
-async fn admit(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if !json_content_type(req.headers().get(header::CONTENT_TYPE)) {
-        return plain(
+/// waiting at most half the time left (never past the deadline). Refusals
+/// come before the body is read; the body is then drained ([`early`]).
+async fn admit(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let asked = Asked::of(&req);
+    let until = asked.deadline;
+    let cap = asked.route_limit(&app.limits).saturating_mul(2);
+    match admission_control(&app, asked).await {
+        Ok(held) => {
+            req.extensions_mut()
+                .insert(Charged(held.1.num_permits() as u32));
+            hold::until_sent(next.run(req).await, held)
+        }
+        Err(refusal) => early::before_body(refusal, req.into_body(), cap, until),
+    }
+}
+
+/// What admission control needs of a request (not the request: its body
+/// is not `Sync`, so it cannot be borrowed across an `.await`).
+struct Asked {
+    json: bool,
+    convert: bool,
+    declared: Option<usize>,
+    deadline: Instant,
+}
+
+impl Asked {
+    fn route_limit(&self, limits: &HttpLimits) -> usize {
+        if self.convert {
+            limits.conversion_body
+        } else {
+            limits.admission_body
+        }
+    }
+
+    fn of(req: &Request) -> Self {
+        Asked {
+            json: json_content_type(req.headers().get(header::CONTENT_TYPE)),
+            convert: req.uri().path() == CONVERT,
+            declared: req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok()),
+            deadline: req
+                .extensions()
+                .get::<Deadline>()
+                .map_or_else(Instant::now, |d| d.0),
+        }
+    }
+}
+
+async fn admission_control(
+    app: &App,
+    asked: Asked,
+) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), Response> {
+    if !asked.json {
+        return Err(plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json",
-        );
+        ));
     }
-    let route_limit = if req.uri().path() == CONVERT {
-        app.limits.conversion_body
-    } else {
-        app.limits.admission_body
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let route_limit = asked.route_limit(&app.limits);
+    let declared = asked.declared;
     if declared.is_some_and(|n| n > route_limit) {
-        return plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the {route_limit}-byte limit"),
-        );
+        return Err(too_large(route_limit));
     }
-    let kib = declared.unwrap_or(route_limit).div_ceil(1024).max(1);
-    let kib = u32::try_from(kib).unwrap_or(u32::MAX);
-    let deadline = req
-        .extensions()
-        .get::<Deadline>()
-        .map_or_else(Instant::now, |d| d.0);
-    let wait = deadline
+    // Charged what decoding will likely cost, so that a request rarely
+    // needs more once read (holding some while waiting for more would let
+    // requests starve each other).
+    let kib = kib(budget::upfront_cost(
+        declared.unwrap_or(route_limit),
+        asked.convert,
+    ))
+    .min(u32::try_from(app.body_budget_kib).unwrap_or(u32::MAX));
+    let wait = asked
+        .deadline
         .saturating_duration_since(Instant::now())
         .checked_div(2)
         .unwrap_or_default();
     let permits = tokio::time::timeout(wait, async {
         let slot = app.slots.clone().acquire_owned().await.ok()?;
         let body = app.body_budget.clone().acquire_many_owned(kib).await.ok()?;
-        Some::<(OwnedSemaphorePermit, OwnedSemaphorePermit)>((slot, body))
+        Some((slot, body))
     })
     .await;
     match permits {
-        Ok(Some(_held)) => next.run(req).await,
-        _ => {
-            app.metrics.shed.inc();
-            let mut resp = plain(
-                StatusCode::TOO_MANY_REQUESTS,
-                "server is at its concurrency limit; retry",
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            resp
+        Ok(Some(held)) => Ok(held),
+        _ => Err(shed(app)),
+    }
+}
+
+fn shed(app: &App) -> Response {
+    app.metrics.shed.inc();
+    let mut resp = plain(
+        StatusCode::TOO_MANY_REQUESTS,
+        "server is at its concurrency limit; retry",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// What a read body will cost to decode beyond what the request holds
+/// already: taken now, or refused (413 if it can never fit, 429 if not
+/// now; never waited for while holding memory).
+fn reserve(
+    app: &App,
+    cost: usize,
+    charged: Charged,
+) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
+    let need = kib(cost);
+    if need as usize > app.body_budget_kib {
+        return Err(Refusal::NeverFits { cost });
+    }
+    let extra = need.saturating_sub(charged.0);
+    if extra == 0 {
+        return Ok(None);
+    }
+    app.body_budget
+        .clone()
+        .try_acquire_many_owned(extra)
+        .map(Some)
+        .map_err(|_| Refusal::NotNow)
+}
+
+/// Why a read body is not decoded.
+enum Refusal {
+    NeverFits { cost: usize },
+    NotNow,
+}
+
+impl Refusal {
+    fn answer(self, app: &App) -> Response {
+        match self {
+            Refusal::NeverFits { cost } => plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "decoding this review would take about {} MiB, more than the {} MiB this server may use for requests",
+                    cost >> 20,
+                    app.body_budget_kib >> 10
+                ),
+            ),
+            Refusal::NotNow => shed(app),
         }
     }
+}
+
+/// The memory admission control charged a request.
+fn charged(req: &Request) -> Charged {
+    req.extensions()
+        .get::<Charged>()
+        .copied()
+        .unwrap_or(Charged(0))
 }
 
 #[derive(Clone, Copy)]
@@ -277,12 +401,60 @@ enum Endpoint {
     Validate,
 }
 
-async fn mutate(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    admission(&app, Endpoint::Mutate, &body)
+fn too_large(limit: usize) -> Response {
+    plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than the {limit}-byte limit"),
+    )
 }
 
-async fn validate(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    admission(&app, Endpoint::Validate, &body)
+/// The whole body in one buffer sized from Content-Length, at most `limit`
+/// bytes. (Collecting frames and then joining them, as `Bytes` extraction
+/// does, holds a large body twice.)
+async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, Response> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut buf = Vec::with_capacity(declared.min(limit));
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            plain(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request body: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len().saturating_add(data.len()) > limit {
+                return Err(too_large(limit));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf)
+}
+
+async fn mutate(State(app): State<Arc<App>>, req: Request) -> Response {
+    admission_route(&app, Endpoint::Mutate, req).await
+}
+
+async fn validate(State(app): State<Arc<App>>, req: Request) -> Response {
+    admission_route(&app, Endpoint::Validate, req).await
+}
+
+async fn admission_route(app: &App, endpoint: Endpoint, req: Request) -> Response {
+    let charged = charged(&req);
+    let body = match read_body(req, app.limits.admission_body).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
+    };
+    match reserve(app, budget::admission_cost(&body), charged) {
+        Ok(held) => hold::until_sent(admission(app, endpoint, &body), held),
+        Err(refusal) => refusal.answer(app),
+    }
 }
 
 fn admission(app: &App, endpoint: Endpoint, body: &[u8]) -> Response {
@@ -368,7 +540,12 @@ fn record_admission(
     }
 }
 
-async fn convert(State(app): State<Arc<App>>, body: Bytes) -> Response {
+async fn convert(State(app): State<Arc<App>>, req: Request) -> Response {
+    let charged = charged(&req);
+    let body = match read_body(req, app.limits.conversion_body).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
+    };
     let started = Instant::now();
     let (version, req) = match conversion_review::decode(&body) {
         Ok(ok) => ok,
@@ -376,6 +553,11 @@ async fn convert(State(app): State<Arc<App>>, body: Bytes) -> Response {
             tracing::debug!(path = CONVERT, status = 400, error = %e, "bad conversion review");
             return plain(StatusCode::BAD_REQUEST, e.to_string());
         }
+    };
+    let cost = budget::conversion_cost(body.len(), &req.objects);
+    let held = match reserve(&app, cost, charged) {
+        Ok(held) => held,
+        Err(refusal) => return refusal.answer(&app),
     };
     let (outcome, counts) = app.conversion.convert(&req);
     for (direction, n) in [
@@ -396,7 +578,6 @@ async fn convert(State(app): State<Arc<App>>, body: Bytes) -> Response {
         app.metrics.conversion_failures.inc();
         tracing::warn!(uid = %req.uid, desired = %req.desired_api_version, error = %msg, "conversion failed");
     }
-    let out = conversion_review::encode(version, &req.uid, &outcome);
     tracing::debug!(
         uid = %req.uid,
         path = CONVERT,
@@ -405,7 +586,21 @@ async fn convert(State(app): State<Arc<App>>, body: Bytes) -> Response {
         duration_us = started.elapsed().as_micros() as u64,
         "conversion review"
     );
-    json(out)
+    let parts = conversion_review::encode_parts(version, &req.uid, outcome);
+    let length = parts.iter().map(Vec::len).sum::<usize>();
+    let chunks = parts.map(|p| Ok::<_, std::convert::Infallible>(Bytes::from(p)));
+    let resp = (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CONTENT_LENGTH, HeaderValue::from(length)),
+        ],
+        Body::from_stream(futures::stream::iter(chunks)),
+    )
+        .into_response();
+    hold::until_sent(resp, held)
 }
 
 #[cfg(test)]

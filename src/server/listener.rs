@@ -29,6 +29,11 @@ pub struct ConnLimits {
     pub http2: bool,
     /// HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window of one stream: what a client may send on
+    /// a stream the server has not read yet (one waiting for memory).
+    pub stream_window: u32,
+    /// HTTP/2 window of a connection, shared by its streams.
+    pub connection_window: u32,
 }
 
 impl Default for ConnLimits {
@@ -42,6 +47,11 @@ impl Default for ConnLimits {
             max_connections: 1024,
             http2: true,
             max_concurrent_streams: 250,
+            // Small per stream, so streams queued for memory cannot fill the
+            // connection's window and stall the one being read (hyper's
+            // default gives a single stream the whole 1 MiB).
+            stream_window: 64 << 10,
+            connection_window: 1 << 20,
         }
     }
 }
@@ -168,6 +178,8 @@ async fn serve_connection<S>(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
+        .initial_stream_window_size(limits.stream_window)
+        .initial_connection_window_size(limits.connection_window)
         // Rapid reset (CVE-2023-44487): bound resets that were never accepted.
         .max_pending_accept_reset_streams(Some(64))
         .max_local_error_reset_streams(Some(256))

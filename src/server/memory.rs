@@ -41,6 +41,23 @@ pub fn trim() -> bool {
     false
 }
 
+/// Large buffers (request bodies, converted reviews) straight from and back
+/// to the OS: glibc otherwise raises its mmap threshold after the first big
+/// free (up to 32 MiB) and serves later bodies from arenas that keep the
+/// pages, so RSS would track the largest mix of bodies ever seen, per
+/// thread, instead of the bodies in flight that the budget counts.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn tune_allocator() {
+    // SAFETY: mallopt sets an allocator parameter; no pointers, called
+    // before the server allocates request memory.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn tune_allocator() {}
+
 /// Whether a tick should trim: connections closed since the last look.
 pub fn should_trim(closed_before: u64, closed_now: u64) -> bool {
     closed_now > closed_before

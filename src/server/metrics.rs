@@ -105,6 +105,12 @@ pub struct Metrics {
     pub event_errors: Counter,
     pub api_requests: Family<ApiRequestLabels, Counter>,
     pub template_reloads: Family<ResultLabel, Counter>,
+    pub limits: Family<LimitLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: String,
 }
 
 impl Metrics {
@@ -132,6 +138,7 @@ impl Metrics {
         let event_errors = Counter::default();
         let api_requests = Family::<ApiRequestLabels, Counter>::default();
         let template_reloads = Family::<ResultLabel, Counter>::default();
+        let limits = Family::<LimitLabel, Gauge>::default();
 
         registry.register(
             "controller_runtime_webhook_latency_seconds",
@@ -233,6 +240,11 @@ impl Metrics {
             "Runner pod template reloads by result (on failure the last good template stays)",
             template_reloads.clone(),
         );
+        registry.register(
+            "agentic_webhook_limit",
+            "The server's limits as started (memory_bytes 0: no memory limit known)",
+            limits.clone(),
+        );
 
         Arc::new(Metrics {
             registry,
@@ -256,6 +268,7 @@ impl Metrics {
             event_errors,
             api_requests,
             template_reloads,
+            limits,
         })
     }
 
@@ -276,6 +289,24 @@ impl Metrics {
 
     pub fn cert_reload(&self, ok: bool) {
         self.cert_reloads.get_or_create(&ResultLabel::of(ok)).inc();
+    }
+
+    /// Export the limits the server runs with.
+    pub fn limits(&self, memory: Option<u64>, l: &crate::server::budget::Sized) {
+        for (name, v) in [
+            ("memory_bytes", memory.unwrap_or(0)),
+            ("request_memory_bytes", l.request_memory as u64),
+            ("admission_body_bytes", l.admission_body as u64),
+            ("conversion_body_bytes", l.conversion_body as u64),
+            ("concurrent_reviews", l.max_concurrent as u64),
+            ("connections", l.max_connections as u64),
+        ] {
+            self.limits
+                .get_or_create(&LimitLabel {
+                    limit: name.to_owned(),
+                })
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn template_reload(&self, ok: bool) {

@@ -2,6 +2,9 @@
 //! and metrics, certificate reload, graceful shutdown. The handlers call the
 //! pure cores through [`AdmissionService`] and [`ConversionService`].
 
+pub mod budget;
+pub mod early;
+pub mod hold;
 pub mod http;
 pub mod listener;
 pub mod memory;

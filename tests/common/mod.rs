@@ -143,10 +143,19 @@ impl Proc {
 
     /// Resident set size in KiB (Linux).
     pub fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// Peak resident set size in KiB (Linux).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         status
             .lines()
-            .find(|l| l.starts_with("VmRSS:"))
+            .find(|l| l.starts_with(field))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
     }
@@ -239,6 +248,11 @@ impl Server {
     /// Resident set size in KiB (Linux).
     pub fn rss_kib(&self) -> Option<u64> {
         self.proc.rss_kib()
+    }
+
+    /// Peak resident set size in KiB (Linux).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.proc.peak_rss_kib()
     }
 }
 
