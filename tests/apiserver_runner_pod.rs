@@ -272,6 +272,28 @@ async fn the_restricted_check_agrees_with_the_apiservers_pod_security_admission(
     ));
 }
 
+/// `reconcile --runner-pod-template FILE` with no reachable apiserver: its
+/// exit code and stderr.
+fn reconcile_with(file: &std::path::Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args([
+            "reconcile",
+            "--no-leader-election",
+            "--probe-addr",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .arg("--runner-pod-template")
+        .arg(file)
+        .env("KUBECONFIG", file.with_extension("missing"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A bad template stops the reconciler before it talks to any apiserver,
 /// naming the file and the field.
 #[test]
@@ -283,20 +305,8 @@ fn a_bad_template_at_start_is_refused_with_the_field() {
         "spec:\n  containers:\n  - name: runner\n    env: [{name: REPOS, value: x}]\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new(BIN)
-        .args([
-            "reconcile",
-            "--no-leader-election",
-            "--probe-addr",
-            "127.0.0.1:0",
-            "--runner-pod-template",
-        ])
-        .arg(&file)
-        .env("KUBECONFIG", dir.path().join("missing"))
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = reconcile_with(&file, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "runner pod template {}: spec.containers[0].env[0].name: Forbidden: \"REPOS\" is set by the reconciler",
@@ -305,20 +315,7 @@ fn a_bad_template_at_start_is_refused_with_the_field() {
         "{stderr}"
     );
     std::fs::write(&file, "spec:\n  hostNetwork: true\n").unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new(BIN)
-        .args([
-            "reconcile",
-            "--no-leader-election",
-            "--probe-addr",
-            "127.0.0.1:0",
-            "--require-restricted",
-            "--runner-pod-template",
-        ])
-        .arg(&file)
-        .env("KUBECONFIG", dir.path().join("missing"))
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (_, stderr) = reconcile_with(&file, &["--require-restricted"]);
     assert!(
         stderr.contains(
             "breaks the restricted Pod Security Standard: spec.hostNetwork: must be false"

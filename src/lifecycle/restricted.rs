@@ -4,7 +4,8 @@
 //! would refuse anyway, at start instead of at every pod create. Pure.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext,
+    AppArmorProfile, Capabilities, Container, PodSecurityContext, PodSpec, SELinuxOptions,
+    SeccompProfile, SecurityContext, WindowsSecurityContextOptions,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -129,28 +130,13 @@ fn check_pod_context(sc: &PodSecurityContext, out: &mut Vec<Problem>) {
     if let Some(p) = &sc.seccomp_profile {
         check_seccomp(&format!("{path}.seccompProfile"), p, out);
     }
-    if let Some(p) = &sc.app_armor_profile
-        && p.type_ == "Unconfined"
-    {
-        out.push(Problem::new(
-            format!("{path}.appArmorProfile.type"),
-            "must not be Unconfined",
-        ));
-    }
-    if let Some(o) = &sc.se_linux_options {
-        check_selinux(&format!("{path}.seLinuxOptions"), o, out);
-    }
-    if sc
-        .windows_options
-        .as_ref()
-        .and_then(|w| w.host_process)
-        .unwrap_or(false)
-    {
-        out.push(Problem::new(
-            format!("{path}.windowsOptions.hostProcess"),
-            "must be false",
-        ));
-    }
+    check_shared(
+        path,
+        sc.app_armor_profile.as_ref(),
+        sc.se_linux_options.as_ref(),
+        sc.windows_options.as_ref(),
+        out,
+    );
     for (i, s) in sc.sysctls.iter().flatten().enumerate() {
         if !SAFE_SYSCTLS.contains(&s.name.as_str()) {
             out.push(Problem::new(
@@ -158,6 +144,32 @@ fn check_pod_context(sc: &PodSecurityContext, out: &mut Vec<Problem>) {
                 format!("sysctl {:?} is not allowed", s.name),
             ));
         }
+    }
+}
+
+/// What pod and container security contexts share: AppArmor, SELinux,
+/// Windows host processes.
+fn check_shared(
+    path: &str,
+    apparmor: Option<&AppArmorProfile>,
+    selinux: Option<&SELinuxOptions>,
+    windows: Option<&WindowsSecurityContextOptions>,
+    out: &mut Vec<Problem>,
+) {
+    if apparmor.is_some_and(|p| p.type_ == "Unconfined") {
+        out.push(Problem::new(
+            format!("{path}.appArmorProfile.type"),
+            "must not be Unconfined",
+        ));
+    }
+    if let Some(o) = selinux {
+        check_selinux(&format!("{path}.seLinuxOptions"), o, out);
+    }
+    if windows.and_then(|w| w.host_process).unwrap_or(false) {
+        out.push(Problem::new(
+            format!("{path}.windowsOptions.hostProcess"),
+            "must be false",
+        ));
     }
 }
 
@@ -173,11 +185,7 @@ fn check_seccomp(path: &str, p: &SeccompProfile, out: &mut Vec<Problem>) {
     }
 }
 
-fn check_selinux(
-    path: &str,
-    o: &k8s_openapi::api::core::v1::SELinuxOptions,
-    out: &mut Vec<Problem>,
-) {
+fn check_selinux(path: &str, o: &SELinuxOptions, out: &mut Vec<Problem>) {
     let t = o.type_.as_deref().unwrap_or_default();
     if !SELINUX_TYPES.contains(&t) {
         out.push(Problem::new(
@@ -255,28 +263,13 @@ fn check_context(path: &str, sc: &SecurityContext, out: &mut Vec<Problem>) {
     if sc.proc_mount.as_deref().is_some_and(|m| m != "Default") {
         out.push(Problem::new(format!("{path}.procMount"), "must be Default"));
     }
-    if let Some(p) = &sc.app_armor_profile
-        && p.type_ == "Unconfined"
-    {
-        out.push(Problem::new(
-            format!("{path}.appArmorProfile.type"),
-            "must not be Unconfined",
-        ));
-    }
-    if let Some(o) = &sc.se_linux_options {
-        check_selinux(&format!("{path}.seLinuxOptions"), o, out);
-    }
-    if sc
-        .windows_options
-        .as_ref()
-        .and_then(|w| w.host_process)
-        .unwrap_or(false)
-    {
-        out.push(Problem::new(
-            format!("{path}.windowsOptions.hostProcess"),
-            "must be false",
-        ));
-    }
+    check_shared(
+        path,
+        sc.app_armor_profile.as_ref(),
+        sc.se_linux_options.as_ref(),
+        sc.windows_options.as_ref(),
+        out,
+    );
 }
 
 fn check_capabilities(path: &str, caps: Option<&Capabilities>, out: &mut Vec<Problem>) {
