@@ -21,6 +21,9 @@ conversion((62 << 20) * 4 // 9, "conv128mi.json")
 v = fx("01-apply-v1alpha1-legacy.mutate.json")
 v["request"]["object"]["spec"]["prompt"] = "x" * ((63 << 20) // 10 - 4096)
 open(f"{d}/prompt128mi.json", "w").write(json.dumps(v))
+conversion(64 << 20, "conv256mi.json")
+v["request"]["object"]["spec"]["prompt"] = "x" * ((8 << 20) - 4096)
+open(f"{d}/prompt256mi.json", "w").write(json.dumps(v))
 PY
 run() { # run NAME "serve args" "route file"...
   local name=$1 args=$2; shift 2
@@ -46,3 +49,6 @@ run "four 60 MB conversions at once, no limit" "" "/convert conv60.json" "/conve
 run "128Mi: 4 largest conversions + 4 largest mutations" "--memory-limit 128Mi" \
   "/convert conv128mi.json" "/convert conv128mi.json" "/convert conv128mi.json" "/convert conv128mi.json" \
   "/mutate prompt128mi.json" "/mutate prompt128mi.json" "/mutate prompt128mi.json" "/mutate prompt128mi.json"
+run "256Mi (shipped): 4 largest conversions + 4 largest mutations" "--memory-limit 256Mi" \
+  "/convert conv256mi.json" "/convert conv256mi.json" "/convert conv256mi.json" "/convert conv256mi.json" \
+  "/mutate prompt256mi.json" "/mutate prompt256mi.json" "/mutate prompt256mi.json" "/mutate prompt256mi.json"
