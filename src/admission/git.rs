@@ -1,12 +1,27 @@
 //! Git URL and ref checks behind V1–V4 and V6. Pure string work, no DNS.
+//!
+//! Hosts are judged as git and libcurl will read them: numeric IPv4 in every
+//! `inet_aton` spelling, IPv4 inside IPv6, case and trailing dots folded.
+//! What could be read more than one way (percent-encoding, non-ASCII that
+//! IDNA would map, IPv6 zone ids) is refused rather than guessed at. A
+//! webhook sees names, not the addresses they resolve to at clone time: the
+//! runner pods' NetworkPolicy is the other half (docs/rules.md).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::Limits;
 
 /// Why a URL is refused; each maps to one rule and one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UrlProblem {
     /// V1
     LeadingDash,
+    /// V1: a host or user git would pass to ssh as an option.
+    OptionLike,
+    /// V1
+    Fragment,
+    /// V1: percent-encoded, non-ASCII or zone-scoped hosts.
+    AmbiguousHost(&'static str),
     /// V1
     Whitespace,
     /// V1
@@ -29,6 +44,9 @@ impl UrlProblem {
     pub fn detail(&self) -> String {
         match self {
             UrlProblem::LeadingDash => "must not start with \"-\"".into(),
+            UrlProblem::OptionLike => "host and user must not start with \"-\"".into(),
+            UrlProblem::Fragment => "must not contain a fragment (\"#\")".into(),
+            UrlProblem::AmbiguousHost(why) => format!("host must not be {why}"),
             UrlProblem::Whitespace => "must not contain whitespace or control characters".into(),
             UrlProblem::Scheme => "scheme must be https, http, ssh or git@host:path".into(),
             UrlProblem::NoHost => "must name a host".into(),
@@ -37,7 +55,7 @@ impl UrlProblem {
             UrlProblem::Credentials => {
                 "must not contain credentials (use a git credential Secret)".into()
             }
-            UrlProblem::ForbiddenHost(what) => format!("host must not be a {what} address"),
+            UrlProblem::ForbiddenHost(what) => format!("host must not be {what}"),
             UrlProblem::HostNotAllowed => "host is not in the allowed git hosts".into(),
         }
     }
@@ -79,6 +97,9 @@ pub fn parse(url: &str) -> Result<GitUrl<'_>, UrlProblem> {
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(UrlProblem::Whitespace);
     }
+    if url.contains('#') {
+        return Err(UrlProblem::Fragment);
+    }
     for (prefix, scheme) in [
         ("https://", Scheme::Https),
         ("http://", Scheme::Http),
@@ -100,6 +121,9 @@ pub fn parse(url: &str) -> Result<GitUrl<'_>, UrlProblem> {
         }
         if path.is_empty() || path == "/" {
             return Err(UrlProblem::NoPath);
+        }
+        if host.starts_with('-') {
+            return Err(UrlProblem::OptionLike);
         }
         return Ok(GitUrl {
             scheme: Scheme::ScpLike,
@@ -140,6 +164,9 @@ fn parse_hierarchical(scheme: Scheme, rest: &str) -> Result<GitUrl<'_>, UrlProbl
     let (host, port) = split_host_port(hostport)?;
     if host.is_empty() {
         return Err(UrlProblem::NoHost);
+    }
+    if host.starts_with('-') || user.is_some_and(|u| u.starts_with('-')) {
+        return Err(UrlProblem::OptionLike);
     }
     if let Some(port) = port
         && !matches!(port.parse::<u16>(), Ok(p) if p > 0)
@@ -213,47 +240,145 @@ impl HostPattern {
     }
 }
 
-/// V3: refuse hosts that reach the node or the cloud metadata service.
-pub fn check_host(host: &str, allowed: &[HostPattern]) -> Result<(), UrlProblem> {
-    if let Some(what) = forbidden_host_class(host) {
-        return Err(UrlProblem::ForbiddenHost(what));
+/// Cloud metadata services, by address (AWS, GCP, Azure, OpenStack,
+/// DigitalOcean, Oracle: 169.254.169.254 is link-local already; Alibaba
+/// 100.100.100.200; Azure's WireServer 168.63.129.16; Oracle Classic
+/// 192.0.0.192; AWS over IPv6 fd00:ec2::254).
+const METADATA_ADDRESSES: &[&str] = &[
+    "100.100.100.200",
+    "168.63.129.16",
+    "192.0.0.192",
+    "fd00:ec2::254",
+];
+
+/// Cloud metadata services, by name.
+const METADATA_NAMES: &[&str] = &[
+    "metadata",
+    "metadata.google.internal",
+    "metadata.goog",
+    "metadata.azure.com",
+    "metadata.tencentyun.com",
+    "instance-data",
+    "instance-data.ec2.internal",
+];
+
+const CLUSTER_INTERNAL: &str =
+    "a cluster-internal name (a Service: name it in --allowed-git-host to allow it)";
+
+/// The host as git and libcurl will look it up: lower case, no trailing
+/// dot; refused if it could be read more than one way.
+pub fn normalize_host(host: &str) -> Result<String, UrlProblem> {
+    if host.contains('%') {
+        return Err(if host.contains(':') {
+            UrlProblem::AmbiguousHost("an IPv6 address with a zone id")
+        } else {
+            UrlProblem::AmbiguousHost("percent-encoded")
+        });
     }
-    if !allowed.is_empty() && !allowed.iter().any(|p| p.matches(host)) {
+    if !host.is_ascii() {
+        return Err(UrlProblem::AmbiguousHost(
+            "non-ASCII (write it in its xn-- form)",
+        ));
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+    if host.is_empty() || !host.chars().all(ok) {
+        return Err(UrlProblem::AmbiguousHost(
+            "anything but letters, digits, \"-\", \".\", \"_\" or an IPv6 address",
+        ));
+    }
+    Ok(host)
+}
+
+/// V3: refuse hosts that reach the node, the cloud metadata service, the
+/// cluster's own services, or a configured network; then the allow-list.
+pub fn check_host(host: &str, limits: &Limits) -> Result<(), UrlProblem> {
+    let host = normalize_host(host)?;
+    let allowed = &limits.allowed_git_hosts;
+    match forbidden_host_class(&host, limits) {
+        // An in-cluster git server the platform names exactly is allowed.
+        Some(CLUSTER_INTERNAL) if allowed.iter().any(|p| p.as_str() == host) => {}
+        Some(what) => return Err(UrlProblem::ForbiddenHost(what)),
+        None => {}
+    }
+    if !allowed.is_empty() && !allowed.iter().any(|p| p.matches(&host)) {
         return Err(UrlProblem::HostNotAllowed);
     }
     Ok(())
 }
 
-fn forbidden_host_class(host: &str) -> Option<&'static str> {
-    let lower = host.trim_end_matches('.').to_ascii_lowercase();
-    if lower == "localhost" || lower.ends_with(".localhost") {
-        return Some("loopback");
+/// The address a numeric host names, in any spelling git would accept.
+pub fn host_ip(host: &str) -> Option<IpAddr> {
+    if let Ok(v6) = host.parse::<Ipv6Addr>() {
+        // IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d) and
+        // NAT64 (64:ff9b::a.b.c.d) addresses reach the IPv4 inside.
+        let seg = v6.segments();
+        let embedded = Ipv4Addr::from((u128::from(v6) & 0xffff_ffff) as u32);
+        let compatible =
+            seg[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified();
+        let nat64 = seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+        let inner = match v6.to_ipv4_mapped() {
+            Some(v4) => Some(v4),
+            None if compatible || nat64 => Some(embedded),
+            None => None,
+        };
+        return Some(inner.map_or(IpAddr::V6(v6), IpAddr::V4));
     }
-    if let Ok(v6) = lower.parse::<Ipv6Addr>() {
-        if let Some(v4) = v6.to_ipv4_mapped() {
-            return classify_v4(v4);
+    parse_inet_aton(host).map(IpAddr::V4)
+}
+
+fn forbidden_host_class(host: &str, limits: &Limits) -> Option<&'static str> {
+    if host == "localhost" || host.ends_with(".localhost") {
+        return Some("a loopback address");
+    }
+    if let Some(ip) = host_ip(host) {
+        if METADATA_ADDRESSES
+            .iter()
+            .any(|m| m.parse::<IpAddr>().ok() == Some(ip))
+        {
+            return Some("a cloud metadata address");
         }
-        if v6.is_loopback() {
-            return Some("loopback");
+        let class = match ip {
+            IpAddr::V4(v4) => classify_v4(v4),
+            IpAddr::V6(v6) if v6.is_loopback() => Some("a loopback address"),
+            IpAddr::V6(v6) if v6.is_unspecified() => Some("the unspecified address"),
+            IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("a link-local address"),
+            IpAddr::V6(_) => None,
+        };
+        if class.is_some() {
+            return class;
         }
-        if v6.is_unspecified() {
-            return Some("unspecified");
-        }
-        if (v6.segments()[0] & 0xffc0) == 0xfe80 {
-            return Some("link-local");
+        if limits.denied_cidrs.iter().any(|net| net.contains(&ip)) {
+            return Some("in a denied network (--deny-cidr)");
         }
         return None;
     }
-    parse_inet_aton(&lower).and_then(classify_v4)
+    if METADATA_NAMES.contains(&host) {
+        return Some("a cloud metadata name");
+    }
+    let domain = limits
+        .cluster_domain
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let in_cluster = host.ends_with(".svc")
+        || host.ends_with(".cluster.local")
+        || (!domain.is_empty() && (host == domain || host.ends_with(&format!(".{domain}"))));
+    // (A single label resolves through the pod's DNS search path, Services
+    // first; it is not refused here, as tests and on-premises setups use
+    // short names: the allow-list and the NetworkPolicy cover it.)
+    if in_cluster {
+        return Some(CLUSTER_INTERNAL);
+    }
+    None
 }
 
 fn classify_v4(ip: Ipv4Addr) -> Option<&'static str> {
     if ip.is_loopback() {
-        Some("loopback")
+        Some("a loopback address")
     } else if ip.is_link_local() {
-        Some("link-local")
+        Some("a link-local address")
     } else if ip.octets()[0] == 0 {
-        Some("unspecified")
+        Some("the unspecified address")
     } else {
         None
     }
@@ -413,26 +538,56 @@ mod tests {
         assert_eq!(redact("git@github.com:a/b"), "git@github.com:a/b");
     }
 
+    fn allowing(hosts: &[&str]) -> Limits {
+        Limits {
+            allowed_git_hosts: hosts.iter().map(|h| HostPattern::new(h)).collect(),
+            ..Limits::default()
+        }
+    }
+
+    const LOOPBACK: &str = "a loopback address";
+    const LINK_LOCAL: &str = "a link-local address";
+    const UNSPECIFIED: &str = "the unspecified address";
+    const METADATA: &str = "a cloud metadata address";
+
     #[test]
     fn classifies_forbidden_hosts_in_every_spelling() {
         for (host, what) in [
-            ("localhost", "loopback"),
-            ("api.localhost", "loopback"),
-            ("127.0.0.1", "loopback"),
-            ("127.1", "loopback"),
-            ("2130706433", "loopback"),
-            ("0x7f.1", "loopback"),
-            ("0177.0.0.1", "loopback"),
-            ("::1", "loopback"),
-            ("::ffff:127.0.0.1", "loopback"),
-            ("169.254.169.254", "link-local"),
-            ("fe80::1", "link-local"),
-            ("0.0.0.0", "unspecified"),
-            ("0", "unspecified"),
-            ("::", "unspecified"),
+            ("localhost", LOOPBACK),
+            ("LocalHost.", LOOPBACK),
+            ("api.localhost", LOOPBACK),
+            ("127.0.0.1", LOOPBACK),
+            ("127.0.0.1.", LOOPBACK),
+            ("127.1", LOOPBACK),
+            ("2130706433", LOOPBACK),
+            ("0x7f.1", LOOPBACK),
+            ("0X7F.0.0.1", LOOPBACK),
+            ("0177.0.0.1", LOOPBACK),
+            ("::1", LOOPBACK),
+            ("::ffff:127.0.0.1", LOOPBACK),
+            ("::ffff:7f00:1", LOOPBACK),
+            ("::127.0.0.1", LOOPBACK),
+            ("64:ff9b::127.0.0.1", LOOPBACK),
+            ("169.254.169.254", LINK_LOCAL),
+            ("0xa9fea9fe", LINK_LOCAL),
+            ("fe80::1", LINK_LOCAL),
+            ("::ffff:169.254.169.254", LINK_LOCAL),
+            ("0.0.0.0", UNSPECIFIED),
+            ("0", UNSPECIFIED),
+            ("::", UNSPECIFIED),
+            ("100.100.100.200", METADATA),
+            ("168.63.129.16", METADATA),
+            ("192.0.0.192", METADATA),
+            ("fd00:ec2::254", METADATA),
+            ("FD00:EC2:0:0:0:0:0:254", METADATA),
+            ("metadata.google.internal", "a cloud metadata name"),
+            ("Metadata.Google.Internal.", "a cloud metadata name"),
+            ("metadata", "a cloud metadata name"),
+            ("kubernetes.default.svc", CLUSTER_INTERNAL),
+            ("gitea.git.svc.cluster.local", CLUSTER_INTERNAL),
         ] {
             assert_eq!(
-                check_host(host, &[]),
+                check_host(host, &Limits::default()),
                 Err(UrlProblem::ForbiddenHost(what)),
                 "{host}"
             );
@@ -443,17 +598,167 @@ mod tests {
             "2001:db8::1",
             "8.8.8.8",
             "0day.example",
+            "xn--bcher-kva.example",
         ] {
-            assert!(check_host(host, &[]).is_ok(), "{host}");
+            assert!(check_host(host, &Limits::default()).is_ok(), "{host}");
+        }
+    }
+
+    #[test]
+    fn hosts_that_could_be_read_two_ways_are_refused() {
+        for (host, why) in [
+            ("%31%32%37.0.0.1", "percent-encoded"),
+            ("fe80::1%25eth0", "an IPv6 address with a zone id"),
+            ("fe80::1%eth0", "an IPv6 address with a zone id"),
+            (
+                "\u{ff11}\u{ff12}\u{ff17}.0.0.1",
+                "non-ASCII (write it in its xn-- form)",
+            ),
+            (
+                "127\u{3002}0\u{3002}0\u{3002}1",
+                "non-ASCII (write it in its xn-- form)",
+            ),
+            (
+                "b\u{fc}cher.example",
+                "non-ASCII (write it in its xn-- form)",
+            ),
+        ] {
+            assert_eq!(
+                check_host(host, &Limits::default()),
+                Err(UrlProblem::AmbiguousHost(why)),
+                "{host}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_issues_bypasses_are_all_refused() {
+        let limits = Limits::default();
+        for url in [
+            "http://%31%32%37.0.0.1/x.git",
+            "http://\u{ff11}\u{ff12}\u{ff17}.0.0.1/x.git",
+            "ssh://git@[fe80::1%25eth0]/x.git",
+            "https://100.100.100.200/x.git",
+            "https://[fd00:ec2::254]/x.git",
+            "https://gitea.git.svc/x.git",
+            "https://gitea.git.svc.cluster.local/x.git",
+            "https://metadata.google.internal/x.git",
+            "git@-oProxyCommand=x:y",
+            "ssh://-oProxyCommand=x@host/x.git",
+            "ssh://git@-oProxyCommand=x/x.git",
+            "https://github.com/acme/api.git#frag",
+        ] {
+            let verdict = parse(url).and_then(|u| check_host(u.host, &limits));
+            assert!(verdict.is_err(), "{url} allowed");
+        }
+    }
+
+    #[test]
+    fn denied_networks_and_named_in_cluster_servers_are_configurable() {
+        let limits = Limits {
+            denied_cidrs: vec!["10.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))],
+            cluster_domain: "corp.k8s".into(),
+            ..allowing(&["gitea.git.svc", "*.example.com"])
+        };
+        assert_eq!(
+            check_host("10.1.2.3", &limits),
+            Err(UrlProblem::ForbiddenHost(
+                "in a denied network (--deny-cidr)"
+            ))
+        );
+        assert_eq!(
+            check_host("012.1", &limits),
+            Err(UrlProblem::ForbiddenHost(
+                "in a denied network (--deny-cidr)"
+            ))
+        );
+        assert!(check_host("gitea.git.svc", &limits).is_ok());
+        assert_eq!(
+            check_host("git.ns.svc.corp.k8s", &limits),
+            Err(UrlProblem::ForbiddenHost(CLUSTER_INTERNAL))
+        );
+        // A wildcard does not open the cluster, nor does anything open loopback.
+        assert_eq!(
+            check_host("localhost", &allowing(&["localhost"])),
+            Err(UrlProblem::ForbiddenHost(LOOPBACK))
+        );
+    }
+
+    /// `ip` written one of the ways `inet_aton` (so git and curl) reads it.
+    fn spell_v4(ip: Ipv4Addr, parts: usize, radixes: &[u8; 4], upper: bool, dot: bool) -> String {
+        let n = u32::from(ip);
+        let o = ip.octets();
+        let values: Vec<u32> = match parts {
+            1 => vec![n],
+            2 => vec![u32::from(o[0]), n & 0x00ff_ffff],
+            3 => vec![u32::from(o[0]), u32::from(o[1]), n & 0xffff],
+            _ => o.iter().map(|b| u32::from(*b)).collect(),
+        };
+        let text: Vec<String> = values
+            .iter()
+            .zip(radixes)
+            .map(|(v, r)| match r % 3 {
+                0 => v.to_string(),
+                1 => format!("0x{v:x}"),
+                _ => format!("0{v:o}"),
+            })
+            .collect();
+        let mut host = text.join(".");
+        if upper {
+            host = host.to_ascii_uppercase();
+        }
+        if dot {
+            host.push('.');
+        }
+        host
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_spelling_of_a_forbidden_address_is_refused(
+            net in 0usize..6,
+            low in proptest::num::u32::ANY,
+            parts in 1usize..=4,
+            radixes in proptest::array::uniform4(0u8..3),
+            upper in proptest::bool::ANY,
+            dot in proptest::bool::ANY,
+            wrap in 0usize..5,
+        ) {
+            // 127/8, 169.254/16, 0/8 and the metadata addresses.
+            let ip = match net {
+                0 => Ipv4Addr::from(0x7f00_0000 | (low & 0x00ff_ffff)),
+                1 => Ipv4Addr::from(0xa9fe_0000 | (low & 0xffff)),
+                2 => Ipv4Addr::from(low & 0x00ff_ffff),
+                3 => Ipv4Addr::new(100, 100, 100, 200),
+                4 => Ipv4Addr::new(168, 63, 129, 16),
+                _ => Ipv4Addr::new(192, 0, 0, 192),
+            };
+            let host = match wrap {
+                0 | 1 => spell_v4(ip, parts, &radixes, upper, dot),
+                2 => format!("::ffff:{ip}"),
+                3 => {
+                    let n = u32::from(ip);
+                    format!("::ffff:{:x}:{:x}", n >> 16, n & 0xffff)
+                }
+                _ => format!("64:ff9b::{ip}"),
+            };
+            let refused = check_host(&host, &Limits::default());
+            proptest::prop_assert!(
+                matches!(refused, Err(UrlProblem::ForbiddenHost(_))),
+                "{} ({}) allowed: {:?}", host, ip, refused
+            );
+            // Percent-encoding any of it is refused outright.
+            let encoded: String = host.bytes().map(|b| format!("%{b:02X}")).collect();
+            proptest::prop_assert!(matches!(
+                check_host(&encoded, &Limits::default()),
+                Err(UrlProblem::AmbiguousHost(_))
+            ));
         }
     }
 
     #[test]
     fn allow_list_matches_exact_and_wildcard() {
-        let allowed = [
-            HostPattern::new("github.com"),
-            HostPattern::new("*.corp.example"),
-        ];
+        let allowed = allowing(&["github.com", "*.corp.example"]);
         assert!(check_host("GitHub.com", &allowed).is_ok());
         assert!(check_host("git.corp.example", &allowed).is_ok());
         assert_eq!(

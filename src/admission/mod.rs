@@ -30,6 +30,11 @@ pub struct Limits {
     pub max_prompt_bytes: usize,
     /// V3; empty allows any host.
     pub allowed_git_hosts: Vec<HostPattern>,
+    /// V3: networks no literal address may be in (private ranges are
+    /// allowed by default: on-premises git servers live there).
+    pub denied_cidrs: Vec<ipnet::IpNet>,
+    /// V3: names under it are the cluster's own Services.
+    pub cluster_domain: String,
 }
 
 impl Default for Limits {
@@ -38,6 +43,8 @@ impl Default for Limits {
             max_repos: 20,
             max_prompt_bytes: 100 * 1024,
             allowed_git_hosts: Vec::new(),
+            denied_cidrs: Vec::new(),
+            cluster_domain: "cluster.local".into(),
         }
     }
 }

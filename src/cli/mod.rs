@@ -78,6 +78,14 @@ pub struct PolicyArgs {
     /// V3: git hosts sessions may use (exact or `*.suffix`); repeatable. None = any host.
     #[arg(long = "allowed-git-host", value_name = "HOST")]
     pub allowed_git_hosts: Vec<String>,
+    /// V3: a network (CIDR) no git URL's literal address may be in;
+    /// repeatable. Loopback, link-local and metadata addresses are always denied.
+    #[arg(long = "deny-cidr", value_name = "CIDR", value_parser = clap::value_parser!(ipnet::IpNet))]
+    pub denied_cidrs: Vec<ipnet::IpNet>,
+    /// V3: the cluster's DNS domain; git hosts under it (and `*.svc`,
+    /// `*.cluster.local`, single labels) are the cluster's own Services.
+    #[arg(long, default_value = "cluster.local", env = "AGENTIC_CLUSTER_DOMAIN")]
+    pub cluster_domain: String,
     /// V17–V19: user names of controller principals; repeatable.
     #[arg(long = "controller-user", value_name = "USER")]
     pub controller_users: Vec<String>,
@@ -97,6 +105,8 @@ impl PolicyArgs {
                     .iter()
                     .map(|h| HostPattern::new(h))
                     .collect(),
+                denied_cidrs: self.denied_cidrs.clone(),
+                cluster_domain: self.cluster_domain.clone(),
             },
             principals: Principals {
                 users: self.controller_users.clone(),

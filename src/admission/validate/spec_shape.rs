@@ -48,7 +48,7 @@ fn check_url(path: FieldPath, url: &str, limits: &Limits, errs: &mut Vec<FieldEr
         return;
     }
     let problem = match git::parse(url) {
-        Ok(parsed) => match git::check_host(parsed.host, &limits.allowed_git_hosts) {
+        Ok(parsed) => match git::check_host(parsed.host, limits) {
             Ok(()) => return,
             Err(p) => p,
         },
