@@ -911,6 +911,8 @@ async fn reaching_creating_costs_writes_only_no_reads() {
     assert_eq!(count("create", "pods"), 3.0, "{counts:?}");
     assert_eq!(count("create", "services"), 3.0, "{counts:?}");
     assert_eq!(count("create", "events"), 3.0, "{counts:?}");
+    // One egress NetworkPolicy for the namespace, not one per session.
+    assert_eq!(count("create", "networkpolicies"), 1.0, "{counts:?}");
     // Reads come from the watch caches: one list per cache at start, no gets.
     for resource in ["pods", "services", "agenticsessions"] {
         assert_eq!(count("list", resource), 1.0, "{resource}: {counts:?}");

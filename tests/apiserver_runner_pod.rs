@@ -2,8 +2,9 @@
 //! reconciler makes from a platform team's template is admitted by a
 //! namespace enforcing the `restricted` Pod Security Standard and carries
 //! the template's sidecar, volume, resources and tolerations; the template
-//! is reloaded when its file changes and a bad one is refused; and the
-//! reconciler's own restricted check agrees with the apiserver's.
+//! is reloaded when its file changes and a bad one is refused; the
+//! namespace gets the runners' egress NetworkPolicy; and the reconciler's
+//! own restricted check agrees with the apiserver's.
 
 mod common;
 
@@ -18,6 +19,7 @@ use common::envtest::{ControlPlane, eventually, free_port, say};
 use common::installed::{create_session, installed, reconciler_at};
 use common::{BIN, http_get};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -104,6 +106,8 @@ async fn a_platform_template_shapes_the_runner_pod_under_the_restricted_profile(
             "--runner-pod-template",
             &file.display().to_string(),
             "--require-restricted",
+            "--runner-egress-deny",
+            "10.96.0.0/12",
         ],
     );
     let probes: SocketAddr = probes.parse().unwrap_or_else(|e| panic!("{e}"));
@@ -149,6 +153,26 @@ async fn a_platform_template_shapes_the_runner_pod_under_the_restricted_profile(
         false
     );
     assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+
+    // The namespace got the runners' egress policy (created as the
+    // reconciler's ServiceAccount, with the shipped RBAC).
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    let policy = serde_json::to_value(
+        policies
+            .get("agentic-runner-egress")
+            .await
+            .unwrap_or_else(|e| panic!("no runner egress NetworkPolicy: {e}")),
+    )
+    .unwrap_or_default();
+    assert_eq!(
+        policy["spec"]["egress"][1]["to"][0]["ipBlock"],
+        json!({"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16", "100.100.100.200/32",
+               "168.63.129.16/32", "192.0.0.192/32", "10.96.0.0/12"]})
+    );
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        pod["metadata"]["labels"]["app.kubernetes.io/name"]
+    );
 
     // A new template is picked up without a restart: new pods use it.
     std::fs::write(&file, shipped.replace("image: sync:1", "image: sync:2"))

@@ -356,6 +356,7 @@ fn reconciler_rules() -> Rules {
         ),
         ("", "pods", "*", &["list", "watch", "create", "delete"]),
         ("", "services", "*", &["get", "list", "watch", "create"]),
+        ("networking.k8s.io", "networkpolicies", "*", &["create"]),
         ("events.k8s.io", "events", "*", &["create", "patch"]),
     ])
 }

@@ -46,6 +46,23 @@ pub struct ReconcileArgs {
     /// sets neither.
     #[arg(long, default_value = "4Gi", value_parser = quantity::positive_flag)]
     runner_memory: Quantity,
+    /// Give each namespace with runners the NetworkPolicy
+    /// `agentic-runner-egress`: runners may not reach the cloud metadata
+    /// addresses nor --runner-egress-deny networks, whatever a git host
+    /// resolves to at clone time (docs/rules.md). On by default.
+    #[arg(
+        long,
+        overrides_with = "no_runner_egress_policy",
+        default_value_t = true
+    )]
+    runner_egress_policy: bool,
+    /// Make no egress NetworkPolicy (the platform ships its own).
+    #[arg(long)]
+    no_runner_egress_policy: bool,
+    /// A network runners may not reach (the cluster's pod and service
+    /// CIDRs); repeatable.
+    #[arg(long = "runner-egress-deny", value_name = "CIDR", value_parser = clap::value_parser!(ipnet::IpNet))]
+    runner_egress_deny: Vec<ipnet::IpNet>,
     /// Attempts per run before the session fails with RetriesExhausted.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i64).range(1..=100))]
     max_attempts: i64,
@@ -282,6 +299,11 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     .with_reconcile_timeout(args.reconcile_timeout)
     .with_concurrency(args.max_concurrent_reconciles)
     .with_instance(identity.clone());
+    let ctx = if args.no_runner_egress_policy {
+        ctx
+    } else {
+        ctx.with_egress_policy(args.runner_egress_deny.clone())
+    };
     if let Some(path) = args.runner_pod_template.clone() {
         tokio::spawn(reload_runner(
             path,

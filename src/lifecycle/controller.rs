@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action as Requeue, Controller, Error as ControllerError};
@@ -88,6 +89,12 @@ pub struct Context {
     writers: Mutex<Option<CacheWriters>>,
     memory: Memory,
     failures: Mutex<HashMap<(String, String), u32>>,
+    /// Networks runners may not reach besides the metadata addresses; None:
+    /// no egress NetworkPolicy is made.
+    egress_denied: Option<Vec<ipnet::IpNet>>,
+    /// Namespaces whose egress NetworkPolicy exists (held across the create,
+    /// so concurrent reconciles in a new namespace make one request).
+    egress_done: tokio::sync::Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -113,7 +120,15 @@ impl Context {
             writers: Mutex::new(Some(writers)),
             memory: Memory::default(),
             failures: Mutex::new(HashMap::new()),
+            egress_denied: None,
+            egress_done: tokio::sync::Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Give each namespace with runners the egress NetworkPolicy
+    /// ([`world::runner_egress_policy`]), denying `denied` besides metadata.
+    pub fn with_egress_policy(self: Arc<Self>, denied: Vec<ipnet::IpNet>) -> Arc<Self> {
+        self.edit(|ctx| ctx.egress_denied = Some(denied))
     }
 
     pub fn with_clock(self: Arc<Self>, clock: fn() -> Timestamp) -> Arc<Self> {
@@ -317,6 +332,7 @@ async fn act(
             ctx.cache.created_service(&ns, &service_name(&name));
         }
         Action::CreatePod { attempt, .. } => {
+            ensure_egress_policy(ctx, &ns).await?;
             let pod = world::runner_pod(session, *attempt, &ctx.runner.load());
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(created) => {
@@ -340,6 +356,33 @@ async fn act(
         }
         Action::NotifyWorkflow(_) | Action::NotifyRepos(_) | Action::ClearDesiredPhase => {}
     }
+    Ok(())
+}
+
+/// Create the namespace's egress NetworkPolicy once, before its first runner
+/// (one request per namespace; an existing one, maybe edited by the platform
+/// team, is left as it is).
+async fn ensure_egress_policy(ctx: &Context, ns: &str) -> Result<(), Error> {
+    let Some(denied) = &ctx.egress_denied else {
+        return Ok(());
+    };
+    let mut done = ctx.egress_done.lock().await;
+    if done.contains(ns) {
+        return Ok(());
+    }
+    let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
+    match api
+        .create(
+            &PostParams::default(),
+            &world::runner_egress_policy(ns, denied),
+        )
+        .await
+    {
+        Ok(_) => tracing::info!(namespace = %ns, "runner egress NetworkPolicy created"),
+        Err(e) if is_status(&e, kube::core::Status::is_already_exists) => {}
+        Err(e) => return Err(e.into()),
+    }
+    done.insert(ns.to_owned());
     Ok(())
 }
 

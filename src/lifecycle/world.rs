@@ -8,7 +8,12 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service,
     ServicePort, ServiceSpec,
 };
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -328,6 +333,83 @@ pub fn runner_pod(session: &AgenticSession, attempt: i64, cfg: &RunnerConfig) ->
     }
 }
 
+/// The NetworkPolicy every namespace with runners gets.
+pub const EGRESS_POLICY: &str = "agentic-runner-egress";
+
+/// Where runners may never connect, whatever a git host resolves to at
+/// clone time: link-local (the metadata service at 169.254.169.254 and
+/// the node's link-local services) and the other cloud metadata addresses.
+pub const METADATA_CIDRS: &[&str] = &[
+    "169.254.0.0/16",
+    "100.100.100.200/32",
+    "168.63.129.16/32",
+    "192.0.0.192/32",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+];
+
+/// Runners' egress: DNS anywhere, everything else except the metadata
+/// addresses and `denied` (the cluster's pod and service networks, as the
+/// platform configures them). The rule layer (V3) judges names; this judges
+/// the addresses they resolve to.
+pub fn runner_egress_policy(namespace: &str, denied: &[ipnet::IpNet]) -> NetworkPolicy {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    let metadata = METADATA_CIDRS
+        .iter()
+        .filter_map(|c| c.parse::<ipnet::IpNet>().ok());
+    for net in metadata.chain(denied.iter().copied()) {
+        match net {
+            ipnet::IpNet::V4(n) => v4.push(n.trunc().to_string()),
+            ipnet::IpNet::V6(n) => v6.push(n.trunc().to_string()),
+        }
+    }
+    let block = |cidr: &str, except: Vec<String>| NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: cidr.to_owned(),
+            except: Some(except),
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let dns = [("UDP", 53), ("TCP", 53)].map(|(protocol, port)| NetworkPolicyPort {
+        protocol: Some(protocol.to_owned()),
+        port: Some(IntOrString::Int(port)),
+        ..NetworkPolicyPort::default()
+    });
+    NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(EGRESS_POLICY.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(BTreeMap::from([(
+                LABEL_MANAGED_BY.to_owned(),
+                MANAGED_BY.to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([
+                    (LABEL_NAME.to_owned(), "agentic-runner".to_owned()),
+                    (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+                ])),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Egress".to_owned()]),
+            egress: Some(vec![
+                NetworkPolicyEgressRule {
+                    ports: Some(dns.to_vec()),
+                    to: None,
+                },
+                NetworkPolicyEgressRule {
+                    ports: None,
+                    to: Some(vec![block("0.0.0.0/0", v4), block("::/0", v6)]),
+                },
+            ]),
+            ingress: None,
+        }),
+    }
+}
+
 /// `session-<name>`, port 8001, in front of the session's runner pod.
 pub fn runner_service(session: &AgenticSession) -> Service {
     let name = session.metadata.name.clone().unwrap_or_default();
@@ -454,6 +536,44 @@ mod tests {
         assert!(env.contains(&("LLM_TEMPERATURE".into(), "1".into())));
         assert_eq!(pod_view(&pod).repos.len(), 1);
         assert_eq!(pod_attempt(&pod), Some(2));
+    }
+
+    #[test]
+    fn runners_may_not_reach_metadata_or_the_denied_networks() {
+        let denied: Vec<ipnet::IpNet> = ["10.96.0.0/12", "10.244.0.7/16", "fd00:10::/48"]
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        let v = serde_json::to_value(runner_egress_policy("team-a", &denied)).unwrap_or_default();
+        assert_eq!(v["metadata"]["name"], "agentic-runner-egress");
+        assert_eq!(v["metadata"]["namespace"], "team-a");
+        assert_eq!(
+            v["spec"]["podSelector"]["matchLabels"],
+            json!({"app.kubernetes.io/name": "agentic-runner", "app.kubernetes.io/managed-by": "agentic-webhook"})
+        );
+        assert_eq!(v["spec"]["policyTypes"], json!(["Egress"]));
+        assert_eq!(
+            v["spec"]["egress"][0],
+            json!({"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]})
+        );
+        assert_eq!(
+            v["spec"]["egress"][1]["to"],
+            json!([
+                {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16", "100.100.100.200/32",
+                    "168.63.129.16/32", "192.0.0.192/32", "10.96.0.0/12", "10.244.0.0/16"]}},
+                {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10", "fd00:ec2::254/128", "fd00:10::/48"]}}
+            ])
+        );
+        // The runner pod carries the labels the policy selects.
+        let pod = serde_json::to_value(runner_pod(&session(), 1, &RunnerConfig::with_image("r")))
+            .unwrap_or_default();
+        for (k, want) in v["spec"]["podSelector"]["matchLabels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(&pod["metadata"]["labels"][k], want, "{k}");
+        }
     }
 
     #[test]
