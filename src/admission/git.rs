@@ -756,6 +756,24 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        // The parser takes any text without panicking, and whatever host it
+        // lets through is one the normalizer reads one way.
+        #[test]
+        fn any_text_is_parsed_or_refused_never_panics(
+            url in "(https?://|ssh://|git@|)[\\PC%@:\\[\\]/.#-]{0,40}",
+        ) {
+            if let Ok(u) = parse(&url) {
+                let verdict = check_host(u.host, &Limits::default());
+                if verdict.is_ok() {
+                    proptest::prop_assert!(normalize_host(u.host).is_ok());
+                    proptest::prop_assert!(u.host.is_ascii() && !u.host.contains('%'));
+                    proptest::prop_assert!(!u.host.starts_with('-'));
+                }
+            }
+        }
+    }
+
     #[test]
     fn allow_list_matches_exact_and_wildcard() {
         let allowed = allowing(&["github.com", "*.corp.example"]);
