@@ -19,7 +19,6 @@ use axum::routing::{get, post};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 #[derive(Parser)]
@@ -72,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         let tcp = TcpListener::bind(args.addr).await?;
         let probe = TcpListener::bind(args.probe_addr).await?;
         tokio::spawn(async move { axum::serve(probe, probes).await });
-        let stop = CancellationToken::new();
+        let stop = listener::Shutdown::default();
         let tracker = TaskTracker::new();
         let serving = tokio::spawn(listener::serve(
             tcp,
@@ -82,11 +81,12 @@ fn main() -> anyhow::Result<()> {
                 http2,
                 ..ConnLimits::default()
             },
+            agentic_webhook::server::metrics::Metrics::new(),
             stop.clone(),
             tracker.clone(),
         ));
         agentic_webhook::server::termination_signal().await;
-        stop.cancel();
+        stop.now();
         let _ = serving.await;
         anyhow::Ok(())
     })

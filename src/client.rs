@@ -30,6 +30,24 @@ pub enum ClientError {
     Request(#[from] http::Error),
 }
 
+impl ClientError {
+    /// The server never processed the request: it never left this client
+    /// (the connection had closed), or the server's GOAWAY refused its
+    /// stream (RFC 9113 §6.8). Safe to send again on a new connection, as
+    /// Go's transport does.
+    pub fn never_processed(&self) -> bool {
+        let ClientError::Http(e) = self else {
+            return false;
+        };
+        let refused = std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<h2::Error>())
+            .is_some_and(|h2| {
+                h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR)
+            });
+        e.is_closed() || e.is_canceled() || refused
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alpn {
     /// Offer h2 and http/1.1, like the apiserver.

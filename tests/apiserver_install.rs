@@ -19,6 +19,28 @@ fn kustomize(cp: &ControlPlane, flavour: &str) -> String {
     cp.kubectl_ok(&["kustomize", dir.to_str().unwrap_or_default()], None)
 }
 
+/// An overlay of `flavours` with `components` (kustomize takes only
+/// relative paths, so it is written under the repository's target/).
+fn kustomize_overlay(
+    cp: &ControlPlane,
+    name: &str,
+    flavours: &[&str],
+    components: &[&str],
+) -> String {
+    let dir = root().join("target/kustomize-overlays").join(name);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut text = String::from("resources:\n");
+    for f in flavours {
+        text.push_str(&format!("- ../../../manifests/{f}\n"));
+    }
+    text.push_str("components:\n");
+    for c in components {
+        text.push_str(&format!("- ../../../manifests/components/{c}\n"));
+    }
+    std::fs::write(dir.join("kustomization.yaml"), text).unwrap_or_else(|e| panic!("{e}"));
+    cp.kubectl_ok(&["kustomize", dir.to_str().unwrap_or_default()], None)
+}
+
 fn documents(yaml: &str) -> Vec<Value> {
     serde_saphyr::from_multiple::<Value>(yaml)
         .unwrap_or_else(|e| panic!("{e}"))
@@ -83,6 +105,22 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
             docs.len()
         ));
     }
+    // The autoscaling component on the base flavour: the HPA is accepted,
+    // and the Deployment leaves the replica count to it.
+    let yaml = kustomize_overlay(cp, "autoscaling", &["base"], &["autoscaling"]);
+    let docs = documents(&yaml);
+    let expected: Vec<String> = docs.iter().map(described).collect();
+    assert_eq!(dry_run(cp, &yaml), expected, "base + autoscaling");
+    assert!(expected.contains(
+        &"horizontalpodautoscaler.autoscaling/agentic-webhook serverside-applied (server dry run)"
+            .to_owned()
+    ));
+    let webhook = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "agentic-webhook")
+        .unwrap_or_else(|| panic!("no webhook Deployment"));
+    assert!(webhook["spec"].get("replicas").is_none(), "{webhook}");
+
     // What `manifests` renders is accepted the same way.
     let rendered = String::from_utf8_lossy(&render(&[])).to_string();
     assert_eq!(dry_run(cp, &rendered).len(), documents(&rendered).len());

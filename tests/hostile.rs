@@ -7,14 +7,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentic_webhook::client::{Alpn, Connection};
 use bytes::Bytes;
 use common::*;
-use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -308,47 +306,6 @@ async fn malformed_bodies_get_clear_answers_and_the_server_keeps_answering() {
     );
 }
 
-/// A TCP connection to the TLS port, speaking raw bytes.
-async fn raw(addr: SocketAddr) -> tokio::net::TcpStream {
-    tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"))
-}
-
-async fn read_all(s: &mut (impl AsyncReadExt + Unpin), limit: Duration) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(limit, s.read_to_end(&mut buf)).await;
-    buf
-}
-
-fn tls_config(ca: &[u8], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca).flatten() {
-        let _ = roots.add(c);
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap_or_else(|e| panic!("{e}"))
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    Arc::new(cfg)
-}
-
-async fn tls_stream(
-    addr: SocketAddr,
-    ca: &[u8],
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-    tokio_rustls::TlsConnector::from(tls_config(ca, alpn))
-        .connect(name, raw(addr).await)
-        .await
-        .unwrap_or_else(|e| panic!("TLS: {e}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_protocols_get_a_reason_not_a_silent_close() {
     let f = start(&[]);
@@ -588,18 +545,33 @@ async fn sigterm_under_load_answers_every_accepted_request_and_exits_0() {
     for _ in 0..16 {
         let mut c = base.share().unwrap_or_else(|| panic!("h2"));
         let (stop, body) = (stop.clone(), body.clone());
+        let (addr, ca) = (f.server.https, f.ca.clone());
         workers.push(tokio::spawn(async move {
             let (mut ok, mut other) = (0usize, Vec::new());
             // Like the apiserver: stop sending once endpoints drop the pod
             // (readiness false), which --shutdown-delay leaves time for.
+            // A request the server never processed (not sent, or refused by
+            // its GOAWAY) goes out again on a new connection, as Go's
+            // transport does.
+            let mut resent = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match c.post("/validate?timeout=10s", body.clone()).await {
-                    Ok(r) if r.status == 200 => ok += 1,
-                    Ok(r) => other.push(format!("HTTP {}", r.status)),
-                    Err(e) => other.push(e.to_string()),
+                let mut tries = 0;
+                loop {
+                    match c.post("/validate?timeout=10s", body.clone()).await {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        Ok(r) => other.push(format!("HTTP {}", r.status)),
+                        Err(e) if e.never_processed() && tries < 5 => {
+                            tries += 1;
+                            resent += 1;
+                            c = connect(addr, &ca, Alpn::H2).await;
+                            continue;
+                        }
+                        Err(e) => other.push(format!("{e:?}")),
+                    }
+                    break;
                 }
             }
-            (ok, other)
+            (ok, other, resent)
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -614,18 +586,19 @@ async fn sigterm_under_load_answers_every_accepted_request_and_exits_0() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut answered, mut lost) = (0, Vec::new());
+    let (mut answered, mut lost, mut resent) = (0, Vec::new(), 0);
     for w in workers {
-        let (ok, other) = w.await.unwrap_or_else(|e| panic!("{e}"));
+        let (ok, other, again) = w.await.unwrap_or_else(|e| panic!("{e}"));
         answered += ok;
         lost.extend(other);
+        resent += again;
     }
     let status = f
         .server
         .wait_exit(Duration::from_secs(20))
         .unwrap_or_else(|| panic!("did not exit"));
     eprintln!(
-        "SIGTERM under load: {answered} answered, {} lost",
+        "SIGTERM under load: {answered} answered, {} lost, {resent} sent again (refused by GOAWAY)",
         lost.len()
     );
     assert!(lost.is_empty(), "requests lost: {lost:?}");

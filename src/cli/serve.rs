@@ -136,7 +136,21 @@ pub struct ServeArgs {
     /// Bound on receiving an HTTP/1.1 request's headers.
     #[arg(long, default_value = "10s", value_parser = duration::flag)]
     header_read_timeout: Duration,
-    /// After SIGTERM, keep serving this long with /readyz false before closing the listener.
+    /// Retire each connection after this long (±10 % jitter): HTTP/2 gets
+    /// a graceful GOAWAY, HTTP/1.1 `Connection: close` on its next
+    /// response. The apiserver keeps webhook connections for as long as
+    /// they live and a Service balances per connection, so without it
+    /// replicas added later get no traffic. 0: never.
+    #[arg(long, default_value = "2m", value_parser = duration::flag)]
+    max_connection_age: Duration,
+    /// After a connection is retired by age, how long its requests may
+    /// still run before it is closed under them (idle HTTP/1.1 connections
+    /// are never cut: the client may be sending on them).
+    #[arg(long, default_value = "30s", value_parser = duration::flag)]
+    max_connection_age_grace: Duration,
+    /// After SIGTERM, keep serving this long with /readyz false, answering
+    /// with `Connection: close` / GOAWAY so clients leave by themselves;
+    /// then close the listener.
     #[arg(long, default_value = "0s", value_parser = duration::flag)]
     shutdown_delay: Duration,
     /// After closing the listener, wait at most this long for in-flight requests.
@@ -205,6 +219,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             idle_timeout: args.idle_timeout,
             max_connections: limits.max_connections,
             http2: !args.disable_http2,
+            max_age: Some(args.max_connection_age).filter(|age| !age.is_zero()),
+            max_age_grace: args.max_connection_age_grace,
             ..ConnLimits::default()
         },
         http: HttpLimits {

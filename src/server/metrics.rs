@@ -64,6 +64,18 @@ pub struct ApiRequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    /// `http/1.1` or `h2`, as negotiated by ALPN.
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetireLabel {
+    /// `age` (--max-connection-age) or `shutdown` (SIGTERM).
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
     pub phase: String,
 }
@@ -106,6 +118,10 @@ pub struct Metrics {
     pub api_requests: Family<ApiRequestLabels, Counter>,
     pub template_reloads: Family<ResultLabel, Counter>,
     pub limits: Family<LimitLabel, Gauge>,
+    pub connections: Family<ProtocolLabel, Counter>,
+    pub connections_open: Gauge,
+    pub connections_retired: Family<RetireLabel, Counter>,
+    pub connections_forced: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -139,6 +155,10 @@ impl Metrics {
         let api_requests = Family::<ApiRequestLabels, Counter>::default();
         let template_reloads = Family::<ResultLabel, Counter>::default();
         let limits = Family::<LimitLabel, Gauge>::default();
+        let connections = Family::<ProtocolLabel, Counter>::default();
+        let connections_open = Gauge::default();
+        let connections_retired = Family::<RetireLabel, Counter>::default();
+        let connections_forced = Counter::default();
 
         registry.register(
             "controller_runtime_webhook_latency_seconds",
@@ -245,6 +265,26 @@ impl Metrics {
             "The server's limits as started (memory_bytes 0: no memory limit known)",
             limits.clone(),
         );
+        registry.register(
+            "agentic_webhook_connections",
+            "TLS connections established, by negotiated protocol",
+            connections.clone(),
+        );
+        registry.register(
+            "agentic_webhook_connections_open",
+            "TLS connections open now",
+            connections_open.clone(),
+        );
+        registry.register(
+            "agentic_webhook_connections_retired",
+            "Connections the server asked the client to leave (HTTP/2 GOAWAY, HTTP/1.1 Connection: close), by reason",
+            connections_retired.clone(),
+        );
+        registry.register(
+            "agentic_webhook_connections_forced_closed",
+            "Retired connections still busy when --max-connection-age-grace ran out, closed under their requests",
+            connections_forced.clone(),
+        );
 
         Arc::new(Metrics {
             registry,
@@ -269,6 +309,10 @@ impl Metrics {
             api_requests,
             template_reloads,
             limits,
+            connections,
+            connections_open,
+            connections_retired,
+            connections_forced,
         })
     }
 

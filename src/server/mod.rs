@@ -144,7 +144,7 @@ pub async fn run(
     let https_addr = https.local_addr().unwrap_or(cfg.addr);
     let probe_addr = probe.local_addr().unwrap_or(cfg.probe_addr);
 
-    let shutdown = CancellationToken::new();
+    let shutdown = listener::Shutdown::default();
     let tracker = TaskTracker::new();
 
     let probe_token = CancellationToken::new();
@@ -168,7 +168,7 @@ pub async fn run(
             certs.clone(),
             metrics.clone(),
             cfg.cert_poll_interval,
-            shutdown.clone(),
+            shutdown.close.clone(),
         ));
     }
 
@@ -176,13 +176,14 @@ pub async fn run(
     let router = http::router(app);
     tokio::spawn(memory::trim_after_closes(
         cfg.memory_trim_interval,
-        shutdown.clone(),
+        shutdown.close.clone(),
     ));
     let accept = tokio::spawn(listener::serve(
         https,
         TlsAcceptor::from(tls_config),
         router,
         cfg.conn.clone(),
+        metrics.clone(),
         shutdown.clone(),
         tracker.clone(),
     ));
@@ -199,11 +200,16 @@ pub async fn run(
     stop.await;
     tracing::info!(delay = ?cfg.shutdown_delay, grace = ?cfg.shutdown_grace, "shutting down: readiness off");
     health.begin_shutdown();
+    // While endpoints catch up, keep serving, but tell every connection to
+    // leave, so the clients retire them themselves (a pooled connection we
+    // closed could be in use by the client at that instant).
+    shutdown.retire.cancel();
     if !cfg.shutdown_delay.is_zero() {
         tokio::time::sleep(cfg.shutdown_delay).await;
     }
-    // Stop accepting; every open connection finishes what it has in flight.
-    shutdown.cancel();
+    // Stop accepting; every open connection finishes what it has in flight,
+    // idle ones close once quiet.
+    shutdown.close.cancel();
     let _ = accept.await;
     tracker.close();
     if tokio::time::timeout(cfg.shutdown_grace, tracker.wait())

@@ -454,7 +454,7 @@ fn start_plane() -> Result<ControlPlane, String> {
             .stderr(log_file(&etcd_log)?);
         let mut etcd = spawn_kept(etcd).map_err(|e| format!("starting etcd: {e}"))?;
 
-        let mut api = Command::new(&assets.apiserver);
+        let mut api = apiserver_command(&assets.apiserver, &dir)?;
         api.current_dir(&dir)
             .args([
                 "--bind-address=127.0.0.1",
@@ -525,6 +525,55 @@ fn start_plane() -> Result<ControlPlane, String> {
         }
     }
     Err(format!("control plane did not start: {last_error}"))
+}
+
+/// Host names this binary's apiserver resolves, as a cluster's DNS would
+/// (e.g. a Service name): `(name, address)`. Call before the plane starts.
+pub fn resolve_in_apiserver(entries: &[(&str, &str)]) {
+    let _ = APISERVER_HOSTS.set(
+        entries
+            .iter()
+            .map(|(n, a)| ((*n).to_owned(), (*a).to_owned()))
+            .collect(),
+    );
+}
+
+static APISERVER_HOSTS: OnceLock<Vec<(String, String)>> = OnceLock::new();
+
+/// The apiserver, run in a private mount namespace whose /etc/hosts holds
+/// the names given to [`resolve_in_apiserver`] (what `ip netns exec` does
+/// with /etc/netns/NAME/hosts, without a separate network). Go's resolver
+/// reads /etc/hosts, so the apiserver reaches webhooks by host name and
+/// treats them as it treats in-cluster ones (HTTP/1.1, pooled).
+fn apiserver_command(binary: &Path, dir: &Path) -> Result<Command, String> {
+    let Some(hosts) = APISERVER_HOSTS.get() else {
+        return Ok(Command::new(binary));
+    };
+    let unshare =
+        on_path("unshare").ok_or_else(|| format!("{MISSING} unshare (util-linux) not found"))?;
+    let file = dir.join("hosts");
+    let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+    for (name, addr) in hosts {
+        text.push_str(&format!("{addr} {name}\n"));
+    }
+    write(&file, &text)?;
+    let mut cmd = Command::new(unshare);
+    // SAFETY: geteuid reads the calling process's effective uid; no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        cmd.arg("--map-root-user");
+    }
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+    ])
+    .arg(&file)
+    .arg(binary);
+    Ok(cmd)
 }
 
 fn log_file(path: &Path) -> Result<std::fs::File, String> {

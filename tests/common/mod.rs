@@ -9,6 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod balancer;
 pub mod envtest;
 pub mod installed;
 pub mod mockapi;
@@ -307,4 +308,46 @@ pub fn patch_of(resp: &serde_json::Value) -> Option<serde_json::Value> {
     let b64 = resp["response"]["patch"].as_str()?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// A TCP connection to the TLS port, speaking raw bytes.
+pub async fn raw(addr: SocketAddr) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"))
+}
+
+pub async fn read_all(s: &mut (impl tokio::io::AsyncReadExt + Unpin), limit: Duration) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(limit, s.read_to_end(&mut buf)).await;
+    buf
+}
+
+pub fn tls_config(ca: &[u8], alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject as _;
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca).flatten() {
+        let _ = roots.add(c);
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|e| panic!("{e}"))
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    std::sync::Arc::new(cfg)
+}
+
+pub async fn tls_stream(
+    addr: SocketAddr,
+    ca: &[u8],
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    tokio_rustls::TlsConnector::from(tls_config(ca, alpn))
+        .connect(name, raw(addr).await)
+        .await
+        .unwrap_or_else(|e| panic!("TLS: {e}"))
 }
