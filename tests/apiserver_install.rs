@@ -19,6 +19,76 @@ fn kustomize(cp: &ControlPlane, flavour: &str) -> String {
     cp.kubectl_ok(&["kustomize", dir.to_str().unwrap_or_default()], None)
 }
 
+/// The install rendered into `platform-agentic`: each flavour with its
+/// namespace set in place (what `kustomize edit set namespace` does), and
+/// an overlay over cert-manager that sets it with the copied replacements.
+/// Nothing may still name `agentic-system`, and the apiserver accepts all.
+fn every_flavour_renders_into_another_namespace(cp: &ControlPlane) {
+    const NS: &str = "platform-agentic";
+    let copy = root().join("target/kustomize-overlays/namespaced-copy");
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_tree(&root().join("manifests"), &copy.join("manifests"));
+    cp.kubectl_ok(&["create", "namespace", NS], None);
+    let mut builds = Vec::new();
+    for flavour in ["base", "cert-manager", "self-managed", "namespaced"] {
+        let dir = copy.join("manifests").join(flavour);
+        let file = dir.join("kustomization.yaml");
+        let mut text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{e}"));
+        text.push_str(&format!("namespace: {NS}\n"));
+        std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+        builds.push((flavour.to_owned(), dir));
+    }
+    let outer = copy.join("overlay");
+    std::fs::create_dir_all(&outer).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(
+        root().join("manifests/cert-manager/namespace-replacements.yaml"),
+        outer.join("namespace-replacements.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        outer.join("kustomization.yaml"),
+        format!(
+            "resources:\n- ../../../../manifests/cert-manager\nnamespace: {NS}\nreplacements:\n- path: namespace-replacements.yaml\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    builds.push(("overlay over cert-manager".to_owned(), outer));
+    for (what, dir) in builds {
+        let yaml = cp.kubectl_ok(&["kustomize", dir.to_str().unwrap_or_default()], None);
+        let stale: Vec<&str> = yaml
+            .lines()
+            .filter(|l| l.contains("agentic-system"))
+            .collect();
+        assert!(stale.is_empty(), "{what} in {NS} still names agentic-system: {stale:#?}");
+        let docs = documents(&yaml);
+        let namespaces: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["kind"] == "Namespace")
+            .map(|d| &d["metadata"]["name"])
+            .collect();
+        assert_eq!(namespaces, [&Value::from(NS)], "{what}");
+        let expected: Vec<String> = docs.iter().map(described).collect();
+        assert_eq!(dry_run(cp, &yaml), expected, "{what} in {NS}");
+        say(&format!(
+            "install: {what} rendered into {NS}: {} objects accepted, none names agentic-system",
+            docs.len()
+        ));
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{e}")) {
+        let entry = entry.unwrap_or_else(|e| panic!("{e}"));
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
 /// An overlay of `flavours` with `components` (kustomize takes only
 /// relative paths, so it is written under the repository's target/).
 fn kustomize_overlay(
@@ -107,7 +177,12 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
     }
     // The autoscaling component on the base flavour: the HPA is accepted,
     // and the Deployment leaves the replica count to it.
-    let yaml = kustomize_overlay(cp, "autoscaling", &["base"], &["autoscaling"]);
+    let yaml = kustomize_overlay(
+        cp,
+        "autoscaling",
+        &["base"],
+        &["autoscaling", "priority-class"],
+    );
     let docs = documents(&yaml);
     let expected: Vec<String> = docs.iter().map(described).collect();
     assert_eq!(dry_run(cp, &yaml), expected, "base + autoscaling");
@@ -120,6 +195,19 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
         .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "agentic-webhook")
         .unwrap_or_else(|| panic!("no webhook Deployment"));
     assert!(webhook["spec"].get("replicas").is_none(), "{webhook}");
+    for d in docs.iter().filter(|d| d["kind"] == "Deployment") {
+        assert_eq!(
+            d["spec"]["template"]["spec"]["priorityClassName"], "agentic-critical",
+            "{}",
+            d["metadata"]["name"]
+        );
+    }
+    assert!(expected.contains(
+        &"priorityclass.scheduling.k8s.io/agentic-critical serverside-applied (server dry run)"
+            .to_owned()
+    ));
+
+    every_flavour_renders_into_another_namespace(cp);
 
     // What `manifests` renders is accepted the same way.
     let rendered = String::from_utf8_lossy(&render(&[])).to_string();

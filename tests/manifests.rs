@@ -89,13 +89,43 @@ fn find<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str, name: &str) 
     serde_json::from_value(d.clone()).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The first container's arguments as the kubelet passes them: `$(VAR)`
+/// expanded from the container's env (literal values, and the pod's
+/// namespace through the downward API).
 fn args(d: &Deployment) -> Vec<String> {
-    d.spec
+    let Some(c) = d
+        .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .and_then(|p| p.containers.first())
-        .and_then(|c| c.args.clone())
-        .unwrap_or_default()
+    else {
+        return Vec::new();
+    };
+    let namespace = d.metadata.namespace.clone().unwrap_or_default();
+    let vars: Vec<(String, String)> = c
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let value = match (&e.value, &e.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, Some(from)) => match from.field_ref.as_ref()?.field_path.as_str() {
+                    "metadata.namespace" => namespace.clone(),
+                    _ => return None,
+                },
+                _ => return None,
+            };
+            Some((format!("$({})", e.name), value))
+        })
+        .collect();
+    c.args
+        .iter()
+        .flatten()
+        .map(|a| {
+            vars.iter()
+                .fold(a.clone(), |a, (var, value)| a.replace(var, value))
+        })
+        .collect()
 }
 
 fn check_webhook_deployment(docs: &[Value]) {

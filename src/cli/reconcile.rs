@@ -27,7 +27,7 @@ pub struct ReconcileArgs {
     #[arg(
         long,
         env = "AGENTIC_RUNNER_IMAGE",
-        default_value = "quay.io/ambient_code/vteam_claude_runner:latest"
+        default_value = "quay.io/ambient_code/vteam_claude_runner:v0.1.0"
     )]
     runner_image: String,
     /// The runner pod's shape: a PodTemplateSpec (YAML or JSON), a Pod, a
