@@ -22,6 +22,9 @@ use serde_json::json;
 
 const HOST: &str = "agentic-webhook.agentic-system.svc";
 const SLOTS: usize = 8;
+/// Concurrent writers in the scale-out: more than the 5 replicas, so each
+/// replica can hold a pooled connection at once.
+const WRITERS: usize = 8;
 
 struct Env {
     cp: &'static ControlPlane,
@@ -203,12 +206,12 @@ fn percent(shares: &[f64]) -> String {
         .join(" ")
 }
 
-/// 3 replicas, then 5, under 4 writers; each replica's share per second.
-/// Returns the shares over the last `window` seconds and the writes.
+/// 3 replicas, then 5, under 8 writers; each replica's share per second.
+/// Returns the shares over the last 8 s (four ages) and the writes.
 async fn scale_3_to_5(env: &Env, age: &str) -> (Vec<f64>, usize, Vec<String>) {
     let args = ["--max-connection-age", age];
     let mut replicas: Vec<Replica> = (0..3).map(|s| Replica::start(env, s, &args)).collect();
-    let writers = Writers::start(env.cp, 4).await;
+    let writers = Writers::start(env.cp, WRITERS).await;
     let mut shares = Shares { last: vec![] };
     let tick = Duration::from_secs(1);
     for t in 0..3 {
@@ -221,7 +224,7 @@ async fn scale_3_to_5(env: &Env, age: &str) -> (Vec<f64>, usize, Vec<String>) {
     let before = replicas.iter().map(Replica::served).collect::<Vec<_>>();
     shares.last = before;
     let mut window_start = Vec::new();
-    for t in 3..13 {
+    for t in 3..17 {
         if t == 9 {
             window_start = replicas.iter().map(Replica::served).collect();
         }
@@ -244,7 +247,7 @@ async fn scale_3_to_5(env: &Env, age: &str) -> (Vec<f64>, usize, Vec<String>) {
         })
         .sum();
     envtest::say(&format!(
-        "scale-out, age {age}: {ok} writes, {} failed; last 4 s shares {}; {h1} HTTP/1.1 connections opened",
+        "scale-out, age {age}: {ok} writes, {} failed; last 8 s shares {}; {h1} HTTP/1.1 connections opened",
         failed.len(),
         percent(&last)
     ));
@@ -278,7 +281,7 @@ async fn with_a_connection_age_replicas_added_under_load_get_their_share_and_no_
     for (i, share) in with.iter().enumerate() {
         assert!(
             *share >= 0.10,
-            "replica {i} served {:.0}% in the last 4 s with a 2 s age (all: {}; without an age: {})",
+            "replica {i} served {:.0}% in the last 8 s with a 2 s age (all: {}; without an age: {})",
             share * 100.0,
             percent(&with),
             percent(&without)
