@@ -59,7 +59,10 @@ fn every_flavour_renders_into_another_namespace(cp: &ControlPlane) {
             .lines()
             .filter(|l| l.contains("agentic-system"))
             .collect();
-        assert!(stale.is_empty(), "{what} in {NS} still names agentic-system: {stale:#?}");
+        assert!(
+            stale.is_empty(),
+            "{what} in {NS} still names agentic-system: {stale:#?}"
+        );
         let docs = documents(&yaml);
         let namespaces: Vec<&Value> = docs
             .iter()
@@ -160,7 +163,15 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
     cp.kubectl_ok(&["create", "namespace", "team-sessions"], None);
     let cm = root().join("tests/data/cert-manager-crds.yaml");
     cp.kubectl_ok(&["apply", "-f", cm.to_str().unwrap_or_default()], None);
-    for crd in ["issuers.cert-manager.io", "certificates.cert-manager.io"] {
+    let prom = root().join("tests/data/prometheus-operator-crds.yaml");
+    cp.kubectl_ok(&["apply", "-f", prom.to_str().unwrap_or_default()], None);
+    for crd in [
+        "issuers.cert-manager.io",
+        "certificates.cert-manager.io",
+        "servicemonitors.monitoring.coreos.com",
+        "podmonitors.monitoring.coreos.com",
+        "prometheusrules.monitoring.coreos.com",
+    ] {
         cp.wait_established(crd);
     }
 
@@ -202,10 +213,56 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
             d["metadata"]["name"]
         );
     }
-    assert!(expected.contains(
-        &"priorityclass.scheduling.k8s.io/agentic-critical serverside-applied (server dry run)"
-            .to_owned()
-    ));
+    assert!(
+        expected.contains(
+            &"priorityclass.scheduling.k8s.io/agentic-critical serverside-applied (server dry run)"
+                .to_owned()
+        )
+    );
+
+    // Monitoring: ServiceMonitors, the PrometheusRule and the dashboard;
+    // then PodMonitors in place of the ServiceMonitors.
+    for (name, components, monitors) in [
+        ("monitoring", &["monitoring"][..], "servicemonitor"),
+        (
+            "podmonitoring",
+            &["monitoring", "monitoring-podmonitor"][..],
+            "podmonitor",
+        ),
+    ] {
+        let yaml = kustomize_overlay(cp, name, &["cert-manager"], components);
+        let docs = documents(&yaml);
+        let expected: Vec<String> = docs.iter().map(described).collect();
+        assert_eq!(
+            dry_run(cp, &yaml),
+            expected,
+            "cert-manager + {components:?}"
+        );
+        for want in [
+            format!("{monitors}.monitoring.coreos.com/agentic-webhook"),
+            format!("{monitors}.monitoring.coreos.com/agentic-reconciler"),
+            "prometheusrule.monitoring.coreos.com/agentic-webhook".to_owned(),
+            "configmap/agentic-webhook-dashboard".to_owned(),
+        ] {
+            assert!(
+                expected.iter().any(|l| l.starts_with(&format!("{want} "))),
+                "{want} missing from {expected:#?}"
+            );
+        }
+        let other = if monitors == "podmonitor" {
+            "servicemonitor"
+        } else {
+            "podmonitor"
+        };
+        assert!(
+            !expected.iter().any(|l| l.starts_with(other)),
+            "{expected:#?}"
+        );
+        say(&format!(
+            "install: cert-manager + {components:?}: {} objects accepted",
+            docs.len()
+        ));
+    }
 
     every_flavour_renders_into_another_namespace(cp);
 

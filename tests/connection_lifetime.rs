@@ -166,7 +166,7 @@ async fn without_an_age_a_kept_alive_connection_is_never_told_to_close() {
             &metrics_of(&f),
             "agentic_webhook_connections_retired_total{reason=\"age\"}"
         ),
-        None
+        Some(0.0)
     );
 }
 

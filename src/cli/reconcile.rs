@@ -17,7 +17,7 @@ use crate::lifecycle::notice::{DEFAULT_RUNNER_URL_TEMPLATE, HttpNotifier, Runner
 use crate::lifecycle::plan::PlanConfig;
 use crate::lifecycle::template;
 use crate::lifecycle::world::RunnerConfig;
-use crate::server::metrics::{ApiRequestLabels, Metrics};
+use crate::server::metrics::{ApiRequestLabels, Component, Metrics};
 use crate::server::probes::{self, Health};
 use crate::{apiclient, duration, filewatch, quantity};
 
@@ -235,7 +235,7 @@ async fn reload_runner(
 
 async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     let (runner, template_fp) = load_runner(args)?;
-    let metrics = Metrics::new();
+    let metrics = Metrics::for_component(Component::Reconciler);
     let health = Health::without_tls();
     let probe = tokio::net::TcpListener::bind(args.probe_addr)
         .await

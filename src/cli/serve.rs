@@ -17,7 +17,7 @@ use crate::duration;
 use crate::server::budget;
 use crate::server::http::HttpLimits;
 use crate::server::listener::ConnLimits;
-use crate::server::metrics::Metrics;
+use crate::server::metrics::{Component, Metrics};
 use crate::server::reload::PairFiles;
 use crate::server::tls::{MinTlsVersion, TlsOptions};
 use crate::server::{self, CertSource, Handles, ServeConfig};
@@ -241,7 +241,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let handles = Handles::new(Metrics::new());
+        let handles = Handles::new(Metrics::for_component(Component::Webhook));
         tracing::info!(
             memory_limit = memory_limit.unwrap_or(0),
             request_memory = limits.request_memory,

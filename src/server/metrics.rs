@@ -129,9 +129,41 @@ pub struct LimitLabel {
     pub limit: String,
 }
 
+/// Which process the metrics are for: each exports only its own series
+/// (and both the process collector's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Webhook,
+    Reconciler,
+}
+
+/// The components whose series a registry exports.
+#[derive(Clone, Copy, Debug)]
+struct Parts(&'static [Component]);
+
+impl Parts {
+    fn has(self, c: Component) -> bool {
+        self.0.contains(&c)
+    }
+}
+
 impl Metrics {
+    /// Every series (tests, and code that serves both parts).
     pub fn new() -> Arc<Self> {
+        Self::with(Parts(&[Component::Webhook, Component::Reconciler]))
+    }
+
+    /// The series of one process.
+    pub fn for_component(c: Component) -> Arc<Self> {
+        Self::with(Parts(match c {
+            Component::Webhook => &[Component::Webhook],
+            Component::Reconciler => &[Component::Reconciler],
+        }))
+    }
+
+    fn with(parts: Parts) -> Arc<Self> {
         let mut registry = Registry::default();
+        registry.register_collector(Box::new(super::process::ProcessCollector));
         let webhook_latency = Family::<WebhookLabel, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -160,131 +192,194 @@ impl Metrics {
         let connections_retired = Family::<RetireLabel, Counter>::default();
         let connections_forced = Counter::default();
 
-        registry.register(
-            "controller_runtime_webhook_latency_seconds",
-            "Histogram of the latency of processing admission requests",
-            webhook_latency.clone(),
-        );
-        registry.register(
-            "controller_runtime_webhook_requests",
-            "Total number of admission requests by HTTP status code",
-            webhook_requests.clone(),
-        );
-        registry.register(
-            "controller_runtime_webhook_requests_in_flight",
-            "Current number of admission requests being served",
-            webhook_in_flight.clone(),
-        );
-        registry.register(
-            "agentic_webhook_admission_requests",
-            "Admission reviews by webhook, operation and result",
-            admission.clone(),
-        );
-        registry.register(
-            "agentic_webhook_denials",
-            "Denied admission reviews by rule id",
-            denials.clone(),
-        );
-        registry.register(
-            "agentic_webhook_conversions",
-            "Objects converted, by direction",
-            conversions.clone(),
-        );
-        registry.register(
-            "agentic_webhook_conversion_failures",
-            "ConversionReviews answered with result Failure",
-            conversion_failures.clone(),
-        );
-        registry.register(
-            "agentic_webhook_panics",
-            "Handler panics caught and answered with 500",
-            panics.clone(),
-        );
-        registry.register(
-            "agentic_webhook_shed_requests",
-            "Requests refused with 429 because the server was at its concurrency limit",
-            shed.clone(),
-        );
-        registry.register(
-            "agentic_webhook_certificate_expiry_timestamp_seconds",
-            "Expiry (notAfter) of the serving certificate, unix seconds",
-            cert_expiry.clone(),
-        );
-        registry.register(
-            "agentic_webhook_certificate_reloads",
-            "Serving certificate reload attempts by result",
-            cert_reloads.clone(),
-        );
-        registry.register(
-            "agentic_webhook_reconciles",
-            "Reconciliations by result",
-            reconciles.clone(),
-        );
-        registry.register(
-            "agentic_webhook_reconcile_errors",
-            "Reconciliations that failed and were requeued with backoff",
-            reconcile_errors.clone(),
-        );
-        registry.register(
-            "agentic_webhook_watch_errors",
-            "List or watch failures of the reconciler's informers, each retried with backoff",
-            watch_errors.clone(),
-        );
-        registry.register(
-            "agentic_webhook_reconcile_duration_seconds",
-            "Time spent in one reconciliation",
-            reconcile_duration.clone(),
-        );
-        registry.register(
-            "agentic_webhook_sessions",
-            "Sessions seen by the reconciler, by phase",
-            sessions.clone(),
-        );
-        registry.register(
-            "agentic_webhook_runner_notice_entries",
-            "Runners whose notices the reconciler remembers (at most one per session with a live runner)",
-            notice_entries.clone(),
-        );
-        registry.register(
-            "agentic_webhook_event_errors",
-            "Kubernetes Events the reconciler could not record (they are logged instead)",
-            event_errors.clone(),
-        );
-        registry.register(
-            "agentic_reconciler_api_requests",
-            "Kubernetes API requests the reconciler made, by verb, resource and HTTP code (error: no answer)",
-            api_requests.clone(),
-        );
-        registry.register(
-            "agentic_reconciler_runner_template_reloads",
-            "Runner pod template reloads by result (on failure the last good template stays)",
-            template_reloads.clone(),
-        );
-        registry.register(
-            "agentic_webhook_limit",
-            "The server's limits as started (memory_bytes 0: no memory limit known)",
-            limits.clone(),
-        );
-        registry.register(
-            "agentic_webhook_connections",
-            "TLS connections established, by negotiated protocol",
-            connections.clone(),
-        );
-        registry.register(
-            "agentic_webhook_connections_open",
-            "TLS connections open now",
-            connections_open.clone(),
-        );
-        registry.register(
-            "agentic_webhook_connections_retired",
-            "Connections the server asked the client to leave (HTTP/2 GOAWAY, HTTP/1.1 Connection: close), by reason",
-            connections_retired.clone(),
-        );
-        registry.register(
-            "agentic_webhook_connections_forced_closed",
-            "Retired connections still busy when --max-connection-age-grace ran out, closed under their requests",
-            connections_forced.clone(),
-        );
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "controller_runtime_webhook_latency_seconds",
+                "Histogram of the latency of processing admission requests",
+                webhook_latency.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "controller_runtime_webhook_requests",
+                "Total number of admission requests by HTTP status code",
+                webhook_requests.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "controller_runtime_webhook_requests_in_flight",
+                "Current number of admission requests being served",
+                webhook_in_flight.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "agentic_webhook_admission_requests",
+                "Admission reviews by webhook, operation and result",
+                admission.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "agentic_webhook_denials",
+                "Denied admission reviews by rule id",
+                denials.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "agentic_webhook_conversions",
+                "Objects converted, by direction",
+                conversions.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "agentic_webhook_conversion_failures",
+                "ConversionReviews answered with result Failure",
+                conversion_failures.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "agentic_webhook_panics",
+                "Handler panics caught and answered with 500",
+                panics.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "agentic_webhook_shed_requests",
+                "Requests refused with 429 because the server was at its concurrency limit",
+                shed.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "agentic_webhook_certificate_expiry_timestamp_seconds",
+                "Expiry (notAfter) of the serving certificate, unix seconds",
+                cert_expiry.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "agentic_webhook_certificate_reloads",
+                "Serving certificate reload attempts by result",
+                cert_reloads.clone(),
+            );
+        }
+        if parts.has(Component::Reconciler) {
+            registry.register(
+                "agentic_webhook_reconciles",
+                "Reconciliations by result",
+                reconciles.clone(),
+            );
+        }
+        if parts.has(Component::Reconciler) {
+            registry.register(
+                "agentic_webhook_reconcile_errors",
+                "Reconciliations that failed and were requeued with backoff",
+                reconcile_errors.clone(),
+            );
+        }
+        if parts.has(Component::Reconciler) {
+            registry.register(
+                "agentic_webhook_watch_errors",
+                "List or watch failures of the reconciler's informers, each retried with backoff",
+                watch_errors.clone(),
+            );
+        }
+        if parts.has(Component::Reconciler) {
+            registry.register(
+                "agentic_webhook_reconcile_duration_seconds",
+                "Time spent in one reconciliation",
+                reconcile_duration.clone(),
+            );
+        }
+        if parts.has(Component::Reconciler) {
+            registry.register(
+                "agentic_webhook_sessions",
+                "Sessions seen by the reconciler, by phase",
+                sessions.clone(),
+            );
+        }
+        if parts.has(Component::Reconciler) {
+            registry.register(
+                "agentic_webhook_runner_notice_entries",
+                "Runners whose notices the reconciler remembers (at most one per session with a live runner)",
+                notice_entries.clone(),
+            );
+        }
+        if parts.has(Component::Reconciler) {
+            registry.register(
+                "agentic_webhook_event_errors",
+                "Kubernetes Events the reconciler could not record (they are logged instead)",
+                event_errors.clone(),
+            );
+        }
+        if parts.has(Component::Reconciler) {
+            registry.register(
+                "agentic_reconciler_api_requests",
+                "Kubernetes API requests the reconciler made, by verb, resource and HTTP code (error: no answer)",
+                api_requests.clone(),
+            );
+        }
+        if parts.has(Component::Reconciler) {
+            registry.register(
+                "agentic_reconciler_runner_template_reloads",
+                "Runner pod template reloads by result (on failure the last good template stays)",
+                template_reloads.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "agentic_webhook_limit",
+                "The server's limits as started (memory_bytes 0: no memory limit known)",
+                limits.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "agentic_webhook_connections",
+                "TLS connections established, by negotiated protocol",
+                connections.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "agentic_webhook_connections_open",
+                "TLS connections open now",
+                connections_open.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "agentic_webhook_connections_retired",
+                "Connections the server asked the client to leave (HTTP/2 GOAWAY, HTTP/1.1 Connection: close), by reason",
+                connections_retired.clone(),
+            );
+        }
+        if parts.has(Component::Webhook) {
+            registry.register(
+                "agentic_webhook_connections_forced_closed",
+                "Retired connections still busy when --max-connection-age-grace ran out, closed under their requests",
+                connections_forced.clone(),
+            );
+        }
+
+        // Known label values exported from the start, at 0, so rates and
+        // dashboards see a series before the first event.
+        for protocol in ["http/1.1", "h2"] {
+            let _ = connections.get_or_create(&ProtocolLabel {
+                protocol: protocol.to_owned(),
+            });
+        }
+        for reason in ["age", "shutdown"] {
+            let _ = connections_retired.get_or_create(&RetireLabel {
+                reason: reason.to_owned(),
+            });
+        }
 
         Arc::new(Metrics {
             registry,

@@ -10,6 +10,7 @@ pub mod listener;
 pub mod memory;
 pub mod metrics;
 pub mod probes;
+pub mod process;
 pub mod reload;
 pub mod tls;
 

@@ -74,7 +74,7 @@ impl Principal {
         }
     }
 
-    fn token(self) -> String {
+    pub fn token(self) -> String {
         format!("{}-token", self.key())
     }
 
