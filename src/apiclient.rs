@@ -28,10 +28,45 @@ pub fn from_config(config: Config, timeout: Duration) -> Result<Client, kube::Er
         .build())
 }
 
-/// The in-cluster or kubeconfig client, with the response deadline.
-pub async fn infer(timeout: Duration) -> Result<Client, kube::Error> {
-    let config = Config::infer().await.map_err(kube::Error::InferConfig)?;
-    from_config(config, timeout)
+/// Which cluster to talk to: a kubeconfig file and context, or (both
+/// unset) what kubectl would use: `$KUBECONFIG`, `~/.kube/config`, else
+/// the pod's service account.
+#[derive(Clone, Debug, Default)]
+pub struct Target {
+    pub kubeconfig: Option<std::path::PathBuf>,
+    pub context: Option<String>,
+}
+
+/// Why no client could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error(transparent)]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error(transparent)]
+    Client(#[from] kube::Error),
+}
+
+/// The client configuration for `target`.
+pub async fn load_config(target: &Target) -> Result<Config, ConnectError> {
+    if target.kubeconfig.is_none() && target.context.is_none() {
+        return Ok(Config::infer().await?);
+    }
+    let kubeconfig = match &target.kubeconfig {
+        Some(path) => kube::config::Kubeconfig::read_from(path)?,
+        None => kube::config::Kubeconfig::read()?,
+    };
+    let options = kube::config::KubeConfigOptions {
+        context: target.context.clone(),
+        ..Default::default()
+    };
+    Ok(Config::from_custom_kubeconfig(kubeconfig, &options).await?)
+}
+
+/// The client for `target`, with the response deadline.
+pub async fn infer(target: &Target, timeout: Duration) -> Result<Client, ConnectError> {
+    Ok(from_config(load_config(target).await?, timeout)?)
 }
 
 /// True when `e` is the deadline firing rather than an API answer.
@@ -168,9 +203,11 @@ pub fn controller_client(config: Config, opts: &ControllerClient) -> Result<Clie
 }
 
 /// [`infer`] for a controller.
-pub async fn infer_controller(opts: &ControllerClient) -> Result<Client, kube::Error> {
-    let config = Config::infer().await.map_err(kube::Error::InferConfig)?;
-    controller_client(config, opts)
+pub async fn infer_controller(
+    target: &Target,
+    opts: &ControllerClient,
+) -> Result<Client, ConnectError> {
+    Ok(controller_client(load_config(target).await?, opts)?)
 }
 
 /// A token bucket: `qps` requests a second on average, up to `burst` at

@@ -258,6 +258,76 @@ pub fn cert_info(pem_text: &str) -> Option<CertInfo> {
     })
 }
 
+/// Why a PEM file cannot serve as a CA.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CaCheckError {
+    #[error("holds no PEM certificate")]
+    NoCertificate,
+    #[error("certificate {index} does not parse: {reason}")]
+    Unparsable { index: usize, reason: String },
+    #[error(
+        "certificate {index} ({subject}) is not a CA certificate (no basicConstraints CA:TRUE); give the CA that signed the serving certificate, not the serving certificate"
+    )]
+    NotCa { index: usize, subject: String },
+    #[error("the key is not a PEM private key: {0}")]
+    Key(String),
+    #[error("the key does not belong to the CA certificate")]
+    KeyMismatch,
+}
+
+/// Every certificate in `pem_text` is a CA (a caBundle may hold a chain).
+pub fn check_ca_bundle(pem_text: &str) -> Result<usize, CaCheckError> {
+    let mut count = 0;
+    for (index, pem) in x509_parser::pem::Pem::iter_from_buffer(pem_text.as_bytes()).enumerate() {
+        let pem = pem.map_err(|e| CaCheckError::Unparsable {
+            index,
+            reason: e.to_string(),
+        })?;
+        if pem.label != "CERTIFICATE" {
+            continue;
+        }
+        let cert = pem.parse_x509().map_err(|e| CaCheckError::Unparsable {
+            index,
+            reason: e.to_string(),
+        })?;
+        if !cert.is_ca() {
+            return Err(CaCheckError::NotCa {
+                index,
+                subject: cert.subject().to_string(),
+            });
+        }
+        count += 1;
+    }
+    if count == 0 {
+        return Err(CaCheckError::NoCertificate);
+    }
+    Ok(count)
+}
+
+/// An existing CA from its certificate and key: the certificate must be a
+/// CA and the key its own.
+pub fn load_ca(cert_pem: &str, key_pem: &str) -> Result<CaPem, CaCheckError> {
+    check_ca_bundle(cert_pem)?;
+    let key = KeyPair::from_pem(key_pem).map_err(|e| CaCheckError::Key(e.to_string()))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).map_err(|e| {
+        CaCheckError::Unparsable {
+            index: 0,
+            reason: e.to_string(),
+        }
+    })?;
+    let cert = pem.parse_x509().map_err(|e| CaCheckError::Unparsable {
+        index: 0,
+        reason: e.to_string(),
+    })?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(CaCheckError::KeyMismatch);
+    }
+    Ok(CaPem {
+        cert_pem: cert_pem.to_owned(),
+        key_pem: key_pem.to_owned(),
+    })
+}
+
 /// Write `ca.crt`, `ca.key`, `tls.crt`, `tls.key` (keys 0600).
 pub fn write_dir(dir: &Path, ca: &CaPem, pair: &PairPem) -> Result<(), CertError> {
     std::fs::create_dir_all(dir).map_err(|source| CertError::Io {
@@ -271,6 +341,16 @@ pub fn write_dir(dir: &Path, ca: &CaPem, pair: &PairPem) -> Result<(), CertError
     Ok(())
 }
 
+/// Write only `tls.crt` and `tls.key` (a serving pair from an existing CA).
+pub fn write_pair(dir: &Path, pair: &PairPem) -> Result<(), CertError> {
+    std::fs::create_dir_all(dir).map_err(|source| CertError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    write_file(&dir.join("tls.crt"), &pair.cert_pem, 0o644)?;
+    write_file(&dir.join("tls.key"), &pair.key_pem, 0o600)
+}
+
 /// Write only the CA certificate (what `curl --cacert` needs).
 pub fn write_ca_cert(path: &Path, ca: &CaPem) -> Result<(), CertError> {
     write_file(path, &ca.cert_pem, 0o644)
@@ -280,6 +360,40 @@ pub fn write_ca_cert(path: &Path, ca: &CaPem) -> Result<(), CertError> {
 mod tests {
     use super::*;
     use x509_parser::prelude::*;
+
+    #[test]
+    fn a_ca_is_told_from_a_leaf_and_its_key_must_match() {
+        let life = Duration::from_secs(86_400);
+        let ca = generate_ca("t", life).unwrap_or_else(|e| panic!("{e}"));
+        let other = generate_ca("u", life).unwrap_or_else(|e| panic!("{e}"));
+        let leaf = issue_serving(&ca, &["x".into()], &[], life).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(check_ca_bundle(&ca.cert_pem), Ok(1));
+        assert_eq!(
+            check_ca_bundle(&format!("{}{}", ca.cert_pem, other.cert_pem)),
+            Ok(2)
+        );
+        assert!(matches!(
+            check_ca_bundle(&leaf.cert_pem),
+            Err(CaCheckError::NotCa { index: 0, .. })
+        ));
+        assert!(matches!(
+            check_ca_bundle(&format!("{}{}", ca.cert_pem, leaf.cert_pem)),
+            Err(CaCheckError::NotCa { index: 1, .. })
+        ));
+        assert_eq!(
+            check_ca_bundle("nothing here"),
+            Err(CaCheckError::NoCertificate)
+        );
+        assert!(load_ca(&ca.cert_pem, &ca.key_pem).is_ok());
+        assert_eq!(
+            load_ca(&ca.cert_pem, &other.key_pem).err(),
+            Some(CaCheckError::KeyMismatch)
+        );
+        assert!(matches!(
+            load_ca(&leaf.cert_pem, &leaf.key_pem),
+            Err(CaCheckError::NotCa { .. })
+        ));
+    }
 
     fn parse(pem_text: &str) -> (Vec<u8>, usize) {
         let (_, pem) =

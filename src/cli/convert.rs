@@ -31,6 +31,21 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("{}: cannot convert", doc.origin))?;
             let value: Value = serde_json::from_slice(&converted)
                 .with_context(|| format!("{}: converted object is not JSON", doc.origin))?;
+            if value["metadata"]["annotations"]
+                .get(crate::api::annotations::CONVERSION_DATA)
+                .is_some()
+            {
+                // V18 refuses anyone else adding or changing it: applying
+                // this output as a user fails with a Forbidden.
+                eprintln!(
+                    "Warning: {}: the output carries the {} annotation (what {} cannot hold, kept for the way back); \
+                     only controller principals (serve --controller-user/--controller-group) may apply an object with it (V18). \
+                     Apply the object in its original version instead, or as the controller.",
+                    doc.origin,
+                    crate::api::annotations::CONVERSION_DATA,
+                    args.to
+                );
+            }
             out.push(value);
         }
     }

@@ -45,8 +45,13 @@ pub const DEFAULT_IMAGE: &str = concat!(
 #[derive(clap::Args, Debug)]
 pub struct ManifestsArgs {
     /// PEM CA that signed the serving certificate (e.g. certs/ca.crt): fills every caBundle.
-    #[arg(long)]
+    #[arg(long, required_unless_present = "no_ca_bundle")]
     ca_file: Option<PathBuf>,
+    /// Leave every caBundle empty, for installs where something else fills
+    /// them (cert-manager's cainjector, `serve --manage-certs`). Without a
+    /// bundle the apiserver cannot verify the webhook.
+    #[arg(long, conflicts_with = "ca_file")]
+    no_ca_bundle: bool,
     /// Point the webhooks and the CRD conversion at https://HOST:PORT instead
     /// of the in-cluster Service (the webhook Deployment is then left out).
     #[arg(long, value_name = "https://HOST:PORT")]
@@ -162,11 +167,10 @@ pub fn run(args: &ManifestsArgs) -> anyhow::Result<ExitCode> {
         Some(p) => {
             let pem =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            anyhow::ensure!(
-                crate::certs::cert_info(&pem).is_some(),
-                "{} holds no PEM certificate",
-                p.display()
-            );
+            // The caBundle is what the apiserver trusts: a leaf there would
+            // verify only until that certificate is renewed.
+            crate::certs::check_ca_bundle(&pem)
+                .with_context(|| format!("--ca-file {}", p.display()))?;
             Some(pem)
         }
         None => None,

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
-use kube::{Client, Config};
 use serde_json::json;
 
 use crate::api::{GROUP, KIND, PLURAL, Version};
@@ -26,6 +26,8 @@ const CONFLICT_RETRIES: usize = 5;
 
 #[derive(clap::Args, Debug)]
 pub struct MigrateArgs {
+    #[command(flatten)]
+    kube: super::KubeArgs,
     /// Send every write as a server-side dry run and leave storedVersions alone.
     #[arg(long)]
     dry_run: bool,
@@ -226,7 +228,9 @@ pub fn run(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let mut config = Config::infer().await.context("loading kube config")?;
+        let mut config = crate::apiclient::load_config(&args.kube.target())
+            .await
+            .context("loading the kube config")?;
         if let Some(user) = &args.as_user {
             config.auth_info.impersonate = Some(user.clone());
             if !args.as_groups.is_empty() {

@@ -20,6 +20,14 @@ use crate::admission::{Config, Limits, Principals};
 #[command(
     name = "agentic-webhook",
     version,
+    long_version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (",
+        env!("AGENTIC_GIT_COMMIT"),
+        ", built ",
+        env!("AGENTIC_BUILD_DATE"),
+        ")"
+    ),
     about = "Admission and conversion webhook, and lifecycle reconciler, for AgenticSession (vteam.ambient-code)"
 )]
 pub struct Cli {
@@ -58,12 +66,100 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run the lifecycle controller for AgenticSessions (owns runner pods and services).
     Reconcile(reconcile::ReconcileArgs),
+    /// Print the version, the git commit, the build date and the compiler.
+    Version(VersionArgs),
+    /// Print a shell completion script (e.g. `source <(agentic-webhook completion bash)`).
+    Completion(CompletionArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct VersionArgs {
+    /// `text` or `json`.
+    #[arg(short, long, value_parser = ["text", "json"], default_value = "text")]
+    output: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct CompletionArgs {
+    shell: clap_complete::Shell,
+}
+
+/// What `version` prints, from build.rs.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const GIT_COMMIT: &str = env!("AGENTIC_GIT_COMMIT");
+pub const BUILD_DATE: &str = env!("AGENTIC_BUILD_DATE");
+pub const RUSTC: &str = env!("AGENTIC_RUSTC");
+
+fn version(args: &VersionArgs) -> ExitCode {
+    if args.output == "json" {
+        println!(
+            "{}",
+            serde_json::json!({"version": VERSION, "gitCommit": GIT_COMMIT,
+                               "buildDate": BUILD_DATE, "rustc": RUSTC})
+        );
+    } else {
+        println!(
+            "agentic-webhook {VERSION}\ngit commit: {GIT_COMMIT}\nbuild date: {BUILD_DATE}\nrustc: {RUSTC}"
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn completion(args: &CompletionArgs) -> ExitCode {
+    use clap::CommandFactory as _;
+    use std::io::Write as _;
+    let mut script = Vec::new();
+    clap_complete::generate(
+        args.shell,
+        &mut Cli::command(),
+        "agentic-webhook",
+        &mut script,
+    );
+    if args.shell == clap_complete::Shell::Bash {
+        // clap_complete 4.6 spells the hyphen of `agentic-webhook` two
+        // ways in its bash case labels (`agentic__webhook__subcmd__x` set,
+        // `agentic__subcmd__webhook__subcmd__x` matched), so no
+        // subcommand's flags would complete. Make the labels agree.
+        let fixed = String::from_utf8_lossy(&script)
+            .replace("agentic__subcmd__webhook", "agentic__webhook")
+            .into_bytes();
+        script = fixed;
+    }
+    // A closed pipe (`| head`) is the reader's choice, not an error.
+    match std::io::stdout().lock().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: writing the completion script: {e}");
+            ExitCode::from(2)
+        }
+        _ => ExitCode::SUCCESS,
+    }
 }
 
 /// The webhook names in the shipped configurations (and in `review`'s output).
 pub mod review_names {
     pub const MUTATING: &str = "mutate.agenticsessions.vteam.ambient-code";
     pub const VALIDATING: &str = "validate.agenticsessions.vteam.ambient-code";
+}
+
+/// Which cluster a command talks to (migrate, reconcile, serve --manage-certs).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct KubeArgs {
+    /// Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, else the
+    /// pod's service account].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Kubeconfig context [default: its current-context].
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+impl KubeArgs {
+    pub fn target(&self) -> crate::apiclient::Target {
+        crate::apiclient::Target {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        }
+    }
 }
 
 /// Rule settings shared by `serve` and `review`.
@@ -153,6 +249,8 @@ pub fn main() -> ExitCode {
         Command::Manifests(args) => manifests::run(&args),
         Command::Migrate(args) => migrate::run(&args),
         Command::Reconcile(args) => reconcile::run(&args),
+        Command::Version(args) => Ok(version(&args)),
+        Command::Completion(args) => Ok(completion(&args)),
     };
     match result {
         Ok(code) => code,

@@ -23,6 +23,8 @@ use crate::{apiclient, duration, filewatch, quantity};
 
 #[derive(clap::Args, Debug)]
 pub struct ReconcileArgs {
+    #[command(flatten)]
+    kube: super::KubeArgs,
     /// Image of the runner container.
     #[arg(
         long,
@@ -70,7 +72,7 @@ pub struct ReconcileArgs {
     #[arg(long, env = "AGENTIC_WATCH_NAMESPACE")]
     namespace: Option<String>,
     /// Act only while holding the Lease (default on; run ≥2 replicas safely).
-    #[arg(long, overrides_with = "no_leader_election")]
+    #[arg(long, conflicts_with = "no_leader_election")]
     leader_election: bool,
     /// Act without a Lease (a single replica, or local development).
     #[arg(long)]
@@ -271,12 +273,15 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
             })
             .inc();
     });
-    let client = apiclient::infer_controller(&apiclient::ControllerClient {
-        timeout: args.api_timeout,
-        qps: args.api_qps,
-        burst: args.api_burst,
-        sink,
-    })
+    let client = apiclient::infer_controller(
+        &args.kube.target(),
+        &apiclient::ControllerClient {
+            timeout: args.api_timeout,
+            qps: args.api_qps,
+            burst: args.api_burst,
+            sink,
+        },
+    )
     .await
     .context("building the kube client")?;
     let identity = args

@@ -26,6 +26,8 @@ use super::PolicyArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    kube: super::KubeArgs,
     /// HTTPS address for /mutate, /validate and /convert.
     #[arg(long, default_value = "0.0.0.0:8443", env = "AGENTIC_ADDR")]
     addr: SocketAddr,
@@ -256,7 +258,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if args.manage_certs {
             // Not ready until our CA is in every caBundle.
             handles.health.set_bundles_ready(false);
-            let client = crate::apiclient::infer(args.api_timeout)
+            let client = crate::apiclient::infer(&args.kube.target(), args.api_timeout)
                 .await
                 .context("building the kube client")?;
             let ns = &args.cert_namespace;
