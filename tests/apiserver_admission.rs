@@ -559,3 +559,101 @@ async fn conversion_serves_both_versions_of_every_object_in_a_list() {
         assert_eq!(j["metadata"].get("annotations"), None, "{j}");
     }
 }
+
+/// `agentic-webhook audit` as an operator runs it before enforcing a
+/// git-host allow-list: it lists what is stored, reports what the stricter
+/// rule would refuse (read-only), and `--warn-only` turns that into
+/// warnings.
+#[tokio::test]
+async fn audit_reports_stored_sessions_a_stricter_rule_would_refuse() {
+    let Some(env) = installed() else { return };
+    let cp = env.cp;
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "audit").await;
+    let api = sessions(&client, &ns, "v1alpha2");
+    for (name, url) in [
+        ("on-github", "https://github.com/acme/api.git"),
+        ("on-gitlab", "https://gitlab.com/acme/api.git"),
+    ] {
+        api.create(
+            &PostParams::default(),
+            &object(
+                "v1alpha2",
+                &ns,
+                name,
+                json!({"initialPrompt": "p", "repos": [{"url": url}]}),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let kubeconfig = cp.kubeconfig(&Who::admin());
+    let audit = |extra: &[&str]| {
+        let out = std::process::Command::new(common::BIN)
+            .args([
+                "audit",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap_or_default(),
+                "-n",
+                &ns,
+                "-o",
+                "json",
+            ])
+            .args(["--allowed-git-host", "gitlab.com"])
+            .args(extra)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        (
+            out.status.code(),
+            common::json(&out.stdout),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, report, err) = audit(&[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(report["summary"]["objects"], 2, "{report}");
+    let by_name = |name: &str| -> Value {
+        report["results"]
+            .as_array()
+            .and_then(|r| {
+                r.iter()
+                    .find(|x| x["name"] == format!("{ns}/{name}"))
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("{name} not in {report}"))
+    };
+    assert_eq!(by_name("on-github")["decision"], "denied");
+    assert_eq!(by_name("on-github")["rules"], json!(["V3"]));
+    assert_eq!(
+        by_name("on-github")["causes"][0]["field"],
+        "spec.repos[0].url"
+    );
+    assert_eq!(by_name("on-gitlab")["decision"], "allowed");
+
+    // Warn-only: reported as a warning, nothing denied.
+    let (code, report, _) = audit(&["--warn-only", "V3"]);
+    assert_eq!(code, Some(0), "{report}");
+    let warned = by_name_in(&report, &format!("{ns}/on-github"));
+    assert_eq!(warned["decision"], "allowed");
+    assert!(
+        warned["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w
+                .as_str()
+                .is_some_and(|w| w.starts_with("V3 (warn-only): spec.repos[0].url")))),
+        "{warned}"
+    );
+    // Audit wrote nothing.
+    let stored = api.get("on-github").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        as_json(&stored)["spec"]["repos"][0]["url"],
+        "https://github.com/acme/api.git"
+    );
+}
+
+fn by_name_in(report: &Value, name: &str) -> Value {
+    report["results"]
+        .as_array()
+        .and_then(|r| r.iter().find(|x| x["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("{name} not in {report}"))
+}

@@ -99,7 +99,7 @@ async fn managed_certificates_are_created_once_injected_everywhere_and_shared_by
     let url = format!("https://127.0.0.1:{port}");
     cp.kubectl_ok(
         &["apply", "--server-side", "-f", "-"],
-        Some(&render(&["--url", &url])),
+        Some(&render(&["--url", &url, "--no-ca-bundle"])),
     );
     let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/self-managed/rbac.yaml");
     cp.kubectl_ok(&["apply", "-f", rbac.to_str().unwrap_or_default()], None);

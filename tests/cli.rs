@@ -328,3 +328,326 @@ fn cluster_commands_take_a_kubeconfig_and_a_context() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// review and verify, as a CI pipeline runs them.
+
+fn run_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin).unwrap_or_else(|e| panic!("{e}"));
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+}
+
+const LEGACY: &str = "examples/sessions/legacy-v1alpha1.yaml";
+const BAD: &str = "examples/sessions/bad-v1alpha2.yaml";
+
+#[test]
+fn review_text_puts_results_on_stdout_and_warnings_and_denials_on_stderr() {
+    let ok = run(&["review", LEGACY]);
+    assert_eq!(ok.status.code(), Some(0));
+    let (out, err) = (text(&ok.stdout), text(&ok.stderr));
+    assert!(
+        out.starts_with("agenticsession.vteam.ambient-code/legacy-1 allowed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Summary: 1 objects: 1 allowed, 0 denied"),
+        "{out}"
+    );
+    assert!(!out.contains("Warning"), "{out}");
+    assert!(
+        err.contains("Warning: spec.prompt is deprecated: moved to spec.initialPrompt"),
+        "{err}"
+    );
+
+    let denied = run(&["review", BAD]);
+    assert_eq!(denied.status.code(), Some(1));
+    let err = text(&denied.stderr);
+    // kubectl's words for a refused `kubectl create -f FILE`.
+    assert!(
+        err.starts_with(&format!(
+            "Error from server (Invalid): error when creating \"{BAD}\": admission webhook \"validate.agenticsessions.vteam.ambient-code\" denied the request: [spec.repos[0].url: Invalid value: \"file:///etc\""
+        )),
+        "{err}"
+    );
+    assert!(!text(&denied.stdout).contains("Error from server"));
+}
+
+#[test]
+fn review_takes_directories_streams_lists_and_skips_other_kinds() {
+    // A kustomize-style stream: other kinds, a List of two sessions.
+    let stream = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: team-a}}\n---\n{}\n---\n{}",
+        std::fs::read_to_string(LEGACY).unwrap_or_default(),
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession",
+             "metadata": {"name": "a", "namespace": "team-a"}, "spec": {"initialPrompt": "p"}},
+            {"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession",
+             "metadata": {"name": "b", "namespace": "team-a"},
+             "spec": {"initialPrompt": "p", "repos": [{"url": "file:///x"}]}}]})
+    );
+    let out = run_stdin(&["review", "-", "-o", "json"], stream.as_bytes());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let v = json(&out.stdout);
+    assert_eq!(
+        v["summary"],
+        serde_json::json!({"objects": 4, "allowed": 2, "denied": 1, "skipped": 1, "errors": 0})
+    );
+    let results = v["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results[0]["decision"], "skipped");
+    assert_eq!(results[0]["kind"], "Namespace");
+    assert_eq!(results[1]["name"], "team-a/legacy-1");
+    assert_eq!(results[1]["document"], 2);
+    assert!(
+        results[1]["patch"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    );
+    assert!(results[1]["object"]["spec"]["initialPrompt"].is_string());
+    assert_eq!(results[3]["item"], 1);
+    assert_eq!(results[3]["decision"], "denied");
+    assert_eq!(results[3]["code"], 422);
+    assert_eq!(results[3]["rules"], serde_json::json!(["V1"]));
+    assert_eq!(results[3]["causes"][0]["field"], "spec.repos[0].url");
+    assert_eq!(results[3]["causes"][0]["rule"], "V1");
+    assert_eq!(results[3]["causes"][0]["reason"], "FieldValueInvalid");
+
+    // A directory, recursively: every example session.
+    let dir = run(&["review", "examples/sessions", "-o", "json"]);
+    let v = json(&dir.stdout);
+    assert_eq!(v["summary"]["objects"], 5);
+    assert_eq!(dir.status.code(), Some(1));
+}
+
+#[test]
+fn review_refuses_what_the_apiserver_would_never_send() {
+    let dir = tempdir();
+    let file = |name: &str, body: serde_json::Value| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        p
+    };
+    let session = |name: &str| serde_json::json!({"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession", "metadata": {"name": name, "namespace": "team-a"}, "spec": {"initialPrompt": "p"}});
+    let good = file("good.json", session("good"));
+    let other = file("other.json", session("other"));
+    let foo = file(
+        "foo.json",
+        serde_json::json!({"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "Foo", "metadata": {"name": "x"}}),
+    );
+    let noname = file(
+        "noname.json",
+        serde_json::json!({"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession", "metadata": {}, "spec": {}}),
+    );
+    let badname = file("badname.json", session("Not_A_Name"));
+    for (args, why) in [
+        (
+            vec!["review", p(&good), "--operation", "UPDATE"],
+            "an UPDATE needs the stored object",
+        ),
+        (
+            vec!["review", p(&good), "--subresource", "status"],
+            "a status write is an UPDATE of a stored object",
+        ),
+        (
+            vec!["review", p(&foo)],
+            "kind \"Foo\" is not AgenticSession",
+        ),
+        (vec!["review", p(&noname)], "metadata.name: Required value"),
+        (
+            vec!["review", p(&badname)],
+            "metadata.name: Invalid value: \"Not_A_Name\"",
+        ),
+        (
+            vec!["review", p(&good), "--old", p(&other)],
+            "the stored object is team-a/other, not team-a/good",
+        ),
+        (
+            vec![
+                "review",
+                p(&good),
+                "--old",
+                p(&good),
+                "--operation",
+                "CREATE",
+            ],
+            "a CREATE has no stored object",
+        ),
+        (
+            vec!["review", "-", "--old", "-"],
+            "stdin (-) can be read only once",
+        ),
+    ] {
+        let out = run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(err.contains(why), "{args:?}: {err}");
+        assert_eq!(err.matches(why).count(), 1, "said more than once: {err}");
+    }
+}
+
+#[test]
+fn review_pairs_stored_objects_by_namespace_and_name() {
+    let dir = tempdir();
+    let new = dir.path().join("new.yaml");
+    let old = dir.path().join("old.yaml");
+    let doc = |name: &str, prompt: &str, phase: Option<&str>| {
+        let mut v = serde_json::json!({"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession",
+            "metadata": {"name": name, "namespace": "team-a"}, "spec": {"initialPrompt": prompt}});
+        if let Some(phase) = phase {
+            v["status"] = serde_json::json!({"phase": phase});
+        }
+        v.to_string()
+    };
+    std::fs::write(
+        &new,
+        format!(
+            "{}\n---\n{}\n",
+            doc("a", "changed", None),
+            doc("b", "changed", None)
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Stored in the other order: b is Running (its prompt is frozen), a is Pending.
+    std::fs::write(
+        &old,
+        format!(
+            "{}\n---\n{}\n",
+            doc("b", "orig", Some("Running")),
+            doc("a", "orig", Some("Pending"))
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = run(&["review", p(&new), "--old", p(&old), "-o", "json"]);
+    let v = json(&out.stdout);
+    assert_eq!(v["results"][0]["name"], "team-a/a");
+    assert_eq!(v["results"][0]["decision"], "allowed");
+    assert_eq!(v["results"][0]["operation"], "UPDATE");
+    assert_eq!(v["results"][1]["decision"], "denied");
+    assert_eq!(v["results"][1]["rules"], serde_json::json!(["V14"]));
+}
+
+#[test]
+fn review_reads_a_raw_admission_review_and_writes_junit_and_yaml() {
+    let review = run(&[
+        "review",
+        "examples/status-update-by-user.json",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(review.status.code(), Some(1));
+    let v = json(&review.stdout);
+    assert_eq!(v["results"][0]["code"], 403);
+    assert_eq!(v["results"][0]["rules"], serde_json::json!(["V17"]));
+
+    let junit = run(&[
+        "review",
+        LEGACY,
+        BAD,
+        "examples/status-update-by-user.json",
+        "-o",
+        "junit",
+    ]);
+    assert_eq!(junit.status.code(), Some(1));
+    let xml = text(&junit.stdout);
+    let parsed = roxmltree::Document::parse(&xml)
+        .unwrap_or_else(|e| panic!("JUnit does not parse: {e}\n{xml}"));
+    let root = parsed.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    assert_eq!(root.attribute("tests"), Some("3"));
+    assert_eq!(root.attribute("failures"), Some("2"));
+    let cases: Vec<_> = parsed
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    assert_eq!(cases.len(), 3);
+    assert!(cases[0].children().all(|c| !c.has_tag_name("failure")));
+    let failure = cases[1]
+        .children()
+        .find(|c| c.has_tag_name("failure"))
+        .unwrap_or_else(|| panic!("no failure for the bad session"));
+    assert!(
+        failure
+            .attribute("message")
+            .unwrap_or_default()
+            .contains("file:///etc")
+    );
+    assert!(
+        failure
+            .text()
+            .unwrap_or_default()
+            .contains("spec.repos[0].url [V1]")
+    );
+
+    // YAML: the allowed objects as they would be stored, ready to apply.
+    let yaml = run(&["review", LEGACY, BAD, "-o", "yaml"]);
+    assert_eq!(yaml.status.code(), Some(1));
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text(&yaml.stdout)).unwrap_or_else(|e| panic!("{e}"));
+    let docs: Vec<_> = docs.into_iter().filter(|d| !d.is_null()).collect();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["metadata"]["name"], "legacy-1");
+    assert!(docs[0]["spec"].get("prompt").is_none());
+    assert!(docs[0]["spec"]["initialPrompt"].is_string());
+    assert!(text(&yaml.stderr).contains("Error from server (Invalid)"));
+}
+
+#[test]
+fn verify_passes_the_shipped_suite_and_fails_a_wrong_expectation() {
+    let ok = run(&["verify", "examples/suite.yaml"]);
+    let out = text(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{out}{}", text(&ok.stderr));
+    assert!(out.contains("11 cases: 11 passed, 0 failed"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+
+    let dir = tempdir();
+    std::fs::copy(
+        "examples/sessions/bad-v1alpha2.yaml",
+        dir.path().join("bad.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let suite = dir.path().join("suite.yaml");
+    std::fs::write(
+        &suite,
+        "kind: Suite\ncases:\n- name: wrong rules\n  object: bad.yaml\n  expect: {decision: denied, rules: [V1]}\n\
+         - name: wrong decision\n  object: bad.yaml\n  expect: {decision: allowed}\n\
+         - name: right\n  object: bad.yaml\n  expect: {decision: denied, code: 422}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let bad = run(&["verify", p(&suite)]);
+    let out = text(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("wrong rules") && out.contains("expected rules"),
+        "{out}"
+    );
+    assert!(out.contains("expected Allowed, got Denied"), "{out}");
+    assert!(out.contains("PASS") && out.contains(": right"), "{out}");
+    assert!(out.contains("3 cases: 1 passed, 2 failed"), "{out}");
+
+    std::fs::write(
+        &suite,
+        "kind: Suite\ncases:\n- name: x\n  objekt: bad.yaml\n  expect: {decision: allowed}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let broken = run(&["verify", p(&suite)]);
+    assert_eq!(broken.status.code(), Some(2));
+    assert!(
+        text(&broken.stderr).contains("objekt"),
+        "{}",
+        text(&broken.stderr)
+    );
+}

@@ -254,7 +254,10 @@ async fn probes_and_metrics() {
         Some(3.0)
     );
     assert_eq!(
-        metric(&text, r#"agentic_webhook_denials_total{rule="V17"}"#),
+        metric(
+            &text,
+            r#"agentic_webhook_denials_total{rule="V17",enforcement="deny"}"#
+        ),
         Some(1.0)
     );
     assert_eq!(metric(&text, "agentic_webhook_panics_total"), Some(0.0));
@@ -715,4 +718,67 @@ async fn wrong_methods_paths_and_content_types_get_clear_4xx() {
         let resp = conn.send(r).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(resp.status.as_u16(), want, "{label}");
     }
+}
+
+/// `serve --warn-only`: what the rule would deny is admitted, with the
+/// error as a warning, and counted as `enforcement="warn"`; other rules
+/// still deny.
+#[tokio::test]
+async fn warn_only_rules_admit_with_a_warning_and_are_counted_apart() {
+    let dir = tempdir();
+    make_certs(dir.path());
+    let ca = read(&dir.path().join("ca.crt"));
+    let body =
+        std::fs::read("examples/update-running-denied.json").unwrap_or_else(|e| panic!("{e}"));
+
+    let server = serve_files(dir.path(), &["--warn-only", "V14,V15"]);
+    let mut conn = connect(server.https, &ca, Alpn::Both).await;
+    let resp = conn
+        .post("/validate", body.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v = json(&resp.body);
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+    let warnings: Vec<String> =
+        serde_json::from_value(v["response"]["warnings"].clone()).unwrap_or_default();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("V15 (warn-only): spec.repos: Forbidden")),
+        "{warnings:?}"
+    );
+    let m = http_get(server.probes, "/metrics").1;
+    assert_eq!(
+        metric(
+            &m,
+            r#"agentic_webhook_denials_total{rule="V15",enforcement="warn"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"agentic_webhook_denials_total{rule="V15",enforcement="deny"}"#
+        ),
+        None
+    );
+
+    // Only the named rules: V15 alone still leaves V14 denying.
+    let strict = serve_files(dir.path(), &["--warn-only", "V15"]);
+    let mut conn = connect(strict.https, &ca, Alpn::Both).await;
+    let resp = conn
+        .post("/validate", body)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v = json(&resp.body);
+    assert_eq!(v["response"]["allowed"], false, "{v}");
+
+    // An unknown id is a usage error, before anything serves.
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--self-signed", "--warn-only", "V99"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a rule id"));
 }

@@ -37,6 +37,41 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// Every rule, in id order.
+    pub const ALL: [Rule; 24] = [
+        Rule::Schema,
+        Rule::V1,
+        Rule::V2,
+        Rule::V3,
+        Rule::V4,
+        Rule::V5,
+        Rule::V6,
+        Rule::V7,
+        Rule::V8,
+        Rule::V9,
+        Rule::V10,
+        Rule::V11,
+        Rule::V12,
+        Rule::V13,
+        Rule::V14,
+        Rule::V15,
+        Rule::V16,
+        Rule::V17,
+        Rule::V18,
+        Rule::V19,
+        Rule::V20,
+        Rule::V21,
+        Rule::V22,
+        Rule::V23,
+    ];
+
+    /// The rule with this id (`V3`, case-insensitive).
+    pub fn from_id(id: &str) -> Option<Rule> {
+        Rule::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(id.trim()))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::Schema => "schema",
@@ -413,6 +448,9 @@ pub struct Cause {
     pub reason: &'static str,
     pub message: String,
     pub field: String,
+    /// The rule that produced it (for offline reports; not on the wire).
+    #[serde(skip)]
+    pub rule: Rule,
 }
 
 impl DenyStatus {
@@ -444,6 +482,7 @@ impl DenyStatus {
                         reason: e.kind.cause_reason(),
                         message: e.body(),
                         field: e.field.to_string(),
+                        rule: e.rule,
                     })
                     .collect(),
             },

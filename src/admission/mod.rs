@@ -66,6 +66,9 @@ impl Principals {
 pub struct Config {
     pub limits: Limits,
     pub principals: Principals,
+    /// Rules whose denials become warnings (a stricter rule rolled out in
+    /// audit mode first, like Gatekeeper's `warn` enforcement).
+    pub warn_only: Vec<field::Rule>,
 }
 
 /// The seam between the HTTP edge and the rules.

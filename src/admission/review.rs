@@ -228,6 +228,9 @@ pub struct Verdict {
     pub warnings: Vec<String>,
     /// Rules that denied (for logs and `denials_total{rule}`).
     pub denied_rules: Vec<Rule>,
+    /// Rules that would have denied but are warn-only
+    /// (`denials_total{rule, enforcement="warn"}`).
+    pub warned_rules: Vec<Rule>,
 }
 
 impl Verdict {

@@ -9,7 +9,14 @@ use serde_json::Value;
 /// One object and where it came from (for error messages).
 #[derive(Debug, Clone)]
 pub struct Document {
+    /// `FILE: document N[, items[I]]`
     pub origin: String,
+    /// The file (`-` for stdin).
+    pub file: String,
+    /// 1-based document in the file.
+    pub document: usize,
+    /// Index within a `List`.
+    pub item: Option<usize>,
     pub object: Value,
 }
 
@@ -27,11 +34,17 @@ pub fn read_text(path: &Path) -> anyhow::Result<String> {
 pub fn read_documents(path: &Path) -> anyhow::Result<Vec<Document>> {
     let text = read_text(path)?;
     let name = path.display().to_string();
-    let docs: Vec<Value> = if text.trim_start().starts_with(['{', '[']) {
-        vec![serde_json::from_str(&text).with_context(|| format!("{name}: invalid JSON"))?]
-    } else {
-        serde_saphyr::from_multiple::<Value>(&text)
-            .with_context(|| format!("{name}: invalid YAML"))?
+    // One JSON document, else YAML (which also reads JSON documents
+    // separated by `---`).
+    let json = text
+        .trim_start()
+        .starts_with(['{', '['])
+        .then(|| serde_json::from_str::<Value>(&text).ok())
+        .flatten();
+    let docs: Vec<Value> = match json {
+        Some(doc) => vec![doc],
+        None => serde_saphyr::from_multiple::<Value>(&text)
+            .with_context(|| format!("{name}: neither JSON nor YAML"))?,
     };
     let mut out = Vec::new();
     for (i, doc) in docs.into_iter().enumerate() {
@@ -48,12 +61,18 @@ pub fn read_documents(path: &Path) -> anyhow::Result<Vec<Document>> {
                 for (j, item) in items.iter().enumerate() {
                     out.push(Document {
                         origin: format!("{origin}, items[{j}]"),
+                        file: name.clone(),
+                        document: i + 1,
+                        item: Some(j),
                         object: item.clone(),
                     });
                 }
             }
             _ => out.push(Document {
                 origin,
+                file: name.clone(),
+                document: i + 1,
+                item: None,
                 object: doc,
             }),
         }

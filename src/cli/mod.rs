@@ -1,18 +1,22 @@
 //! Command line: one binary, one subcommand per job.
 
+mod audit;
 mod certs;
+pub mod check;
 mod convert;
 pub mod input;
 pub mod manifests;
 pub mod migrate;
 mod reconcile;
-mod review;
+pub mod review;
 mod serve;
+mod verify;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::admission::field::Rule;
 use crate::admission::git::HostPattern;
 use crate::admission::{Config, Limits, Principals};
 
@@ -56,8 +60,12 @@ enum Command {
     Certs(certs::CertsArgs),
     /// Serve /mutate, /validate and /convert over HTTPS, probes over HTTP.
     Serve(Box<serve::ServeArgs>),
-    /// Run mutate-then-validate offline on a session file, as the webhook would.
+    /// Run mutate-then-validate offline on sessions (files, directories, stdin), as the webhook would.
     Review(review::ReviewArgs),
+    /// Judge every stored session by today's rules (read-only), as review does.
+    Audit(audit::AuditArgs),
+    /// Check recorded expectations (decision, rule ids, warnings) against the rules.
+    Verify(verify::VerifyArgs),
     /// Convert session files between v1alpha1 and v1alpha2 (YAML to stdout).
     Convert(convert::ConvertArgs),
     /// Print the install YAML with the CA bundle filled in.
@@ -188,6 +196,21 @@ pub struct PolicyArgs {
     /// V17–V19: groups whose members are controller principals; repeatable.
     #[arg(long = "controller-group", value_name = "GROUP")]
     pub controller_groups: Vec<String>,
+    /// Rule ids whose denials become warnings (e.g. `V3` while rolling out
+    /// a git-host allow-list); repeatable or comma-separated. Counted as
+    /// `agentic_webhook_denials_total{enforcement="warn"}`.
+    #[arg(long = "warn-only", value_name = "RULE", value_delimiter = ',', value_parser = rule_id)]
+    pub warn_only: Vec<Rule>,
+}
+
+fn rule_id(text: &str) -> Result<Rule, String> {
+    match Rule::from_id(text) {
+        Some(Rule::Schema) => Err("schema errors cannot be warn-only".to_owned()),
+        Some(rule) => Ok(rule),
+        None => Err(format!(
+            "{text:?} is not a rule id (V1 to V23, docs/rules.md)"
+        )),
+    }
 }
 
 impl PolicyArgs {
@@ -208,6 +231,7 @@ impl PolicyArgs {
                 users: self.controller_users.clone(),
                 groups: self.controller_groups.clone(),
             },
+            warn_only: self.warn_only.clone(),
         }
     }
 }
@@ -245,6 +269,8 @@ pub fn main() -> ExitCode {
         Command::Certs(args) => certs::run(&args),
         Command::Serve(args) => serve::run(*args),
         Command::Review(args) => review::run(&args),
+        Command::Verify(args) => verify::run(&args),
+        Command::Audit(args) => audit::run(&args),
         Command::Convert(args) => convert::run(&args),
         Command::Manifests(args) => manifests::run(&args),
         Command::Migrate(args) => migrate::run(&args),

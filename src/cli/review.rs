@@ -1,38 +1,53 @@
-//! `agentic-webhook review`: mutate then validate a session offline, through
-//! the same AdmissionReview decoding and rules as the webhook, so the text
-//! printed is the text `kubectl apply` would show.
+//! `agentic-webhook review PATH...`: every session in files, directories
+//! (recursive), multi-document YAML/JSON, `List`s or stdin, through the
+//! webhook's own mutation and validation, for CI pipelines
+//! (`kustomize build overlay | agentic-webhook review - -o junit`). Other
+//! kinds are skipped and counted; a raw AdmissionReview is judged as sent.
+//! Exit 0: all allowed; 1: any denied; 2: usage or input errors.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::ValueEnum;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
-use crate::admission::review::{self, Verdict};
-use crate::admission::{AdmissionService, Policy};
-use crate::api::{GROUP, KIND, PLURAL};
+use crate::admission::Policy;
 
 use super::PolicyArgs;
-use super::input::read_one;
+use super::check::{self, Case, Decision, Operation, Outcome};
+use super::input::{Document, read_documents, to_yaml_stream};
+use super::review_names::MUTATING;
 
-use super::review_names::{MUTATING as MUTATING_WEBHOOK, VALIDATING as VALIDATING_WEBHOOK};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 #[value(rename_all = "UPPERCASE")]
-enum Op {
+pub enum Op {
     Create,
     Update,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// kubectl's words: results on stdout, warnings and denials on stderr.
+    Text,
+    /// One record per object.
+    Json,
+    /// JUnit XML, one test case per object.
+    Junit,
+    /// The objects as they would be stored (allowed ones), ready to apply.
+    Yaml,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct ReviewArgs {
-    /// The session (YAML or JSON); `-` is stdin.
-    file: PathBuf,
-    /// The stored object, for an UPDATE.
+    /// Files or directories (searched for *.yaml, *.yml, *.json); `-` is stdin.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// The stored objects, for UPDATEs: paired with the reviewed objects by
+    /// namespace/name. Files or directories; `-` is stdin.
     #[arg(long)]
-    old: Option<PathBuf>,
-    /// Default: UPDATE with --old, else CREATE.
+    old: Vec<PathBuf>,
+    /// Default: UPDATE for an object with a stored one, else CREATE.
     #[arg(long, value_enum)]
     operation: Option<Op>,
     /// Review a write to a subresource (only `status` exists).
@@ -44,108 +59,419 @@ pub struct ReviewArgs {
     /// The requesting user's groups; repeatable.
     #[arg(long = "group", value_name = "GROUP")]
     groups: Vec<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    output: Format,
     #[command(flatten)]
     policy: PolicyArgs,
 }
 
-fn request_json(
-    args: &ReviewArgs,
-    object: &Value,
-    old: Option<&Value>,
-    op: Op,
-) -> anyhow::Result<Vec<u8>> {
-    let api_version = object
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let version = api_version
-        .strip_prefix(GROUP)
-        .and_then(|v| v.strip_prefix('/'))
-        .with_context(|| {
-            format!("apiVersion {api_version:?} is not {GROUP}/v1alpha1 or v1alpha2")
-        })?;
-    let meta = object.get("metadata");
-    let field = |k: &str| meta.and_then(|m| m.get(k)).cloned().unwrap_or(Value::Null);
-    let mut request = json!({
-        "uid": "offline-review",
-        "kind": {"group": GROUP, "version": version, "kind": KIND},
-        "resource": {"group": GROUP, "version": version, "resource": PLURAL},
-        "requestKind": {"group": GROUP, "version": version, "kind": KIND},
-        "requestResource": {"group": GROUP, "version": version, "resource": PLURAL},
-        "name": field("name"),
-        "namespace": field("namespace"),
-        "operation": match op { Op::Create => "CREATE", Op::Update => "UPDATE" },
-        "userInfo": {"username": args.user, "groups": args.groups},
-        "object": object,
-        "oldObject": old,
-        "dryRun": true,
-    });
-    if let (Some(sub), Value::Object(r)) = (&args.subresource, &mut request) {
-        r.insert("subResource".into(), json!(sub));
-        r.insert("requestSubResource".into(), json!(sub));
-    }
-    Ok(serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": request,
-    }))?)
+/// What happened to one object.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub file: String,
+    /// 1-based document in the file.
+    pub document: usize,
+    /// Index in a `List`, if the object was one of its items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
+    pub name: String,
+    pub kind: String,
+    /// allowed | denied | skipped | error
+    pub decision: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub rules: Vec<String>,
+    pub causes: Vec<check::Cause>,
+    pub patch: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<Value>,
+    #[serde(skip)]
+    pub outcome: Option<Outcome>,
 }
 
-fn print_warnings(v: &Verdict) {
-    for w in &v.warnings {
-        println!("Warning: {w}");
+impl Record {
+    fn new(doc: &Document, decision: &str) -> Record {
+        Record {
+            file: doc.file.clone(),
+            document: doc.document,
+            item: doc.item,
+            name: check::identity(&doc.object),
+            kind: doc.object["kind"].as_str().unwrap_or_default().to_owned(),
+            decision: decision.to_owned(),
+            operation: None,
+            warnings: Vec::new(),
+            code: None,
+            reason: None,
+            message: None,
+            rules: Vec::new(),
+            causes: Vec::new(),
+            patch: None,
+            object: None,
+            outcome: None,
+        }
     }
+
+    pub(super) fn judged(doc: &Document, outcome: Outcome) -> Record {
+        let mut r = Record::new(
+            doc,
+            match outcome.decision {
+                Decision::Allowed => "allowed",
+                Decision::Denied => "denied",
+            },
+        );
+        if let Some(name) = outcome.object["metadata"]["name"].as_str()
+            && r.name.is_empty()
+        {
+            r.name = name.to_owned();
+        }
+        r.kind = crate::api::KIND.to_owned();
+        r.operation = Some(outcome.operation);
+        r.warnings = outcome.warnings.clone();
+        if let Some(d) = &outcome.denial {
+            r.code = Some(d.code);
+            r.reason = Some(d.reason.clone());
+            r.message = Some(d.message.clone());
+            r.rules = d.rules.clone();
+            r.causes = d.causes.clone();
+        }
+        r.patch = outcome.patch.clone();
+        r.object = Some(outcome.object.clone());
+        r.outcome = Some(outcome);
+        r
+    }
+
+    pub(super) fn error(doc: &Document, e: &dyn std::fmt::Display) -> Record {
+        let mut r = Record::new(doc, "error");
+        r.message = Some(e.to_string());
+        r
+    }
+
+    /// Where it came from, for messages: `FILE` or `FILE (document 2, item 0)`.
+    pub fn origin(&self) -> String {
+        // kubectl's name for standard input.
+        let file = if self.file == "-" {
+            "STDIN"
+        } else {
+            &self.file
+        };
+        match (self.document, self.item) {
+            (1, None) => file.to_owned(),
+            (d, None) => format!("{file} (document {d})"),
+            (d, Some(i)) => format!("{file} (document {d}, item {i})"),
+        }
+    }
+}
+
+/// Files under `path`: itself, or a directory's YAML/JSON files, sorted.
+fn expand(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if path.as_os_str() == "-" || !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?;
+        for entry in entries {
+            let p = entry
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?
+                .path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every document under `paths`; stdin may be named once.
+fn load(paths: &[PathBuf], stdin_used: &mut bool) -> anyhow::Result<Vec<Document>> {
+    let mut docs = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            anyhow::ensure!(!*stdin_used, "stdin (-) can be read only once");
+            *stdin_used = true;
+        }
+        for file in expand(path)? {
+            docs.extend(read_documents(&file)?);
+        }
+    }
+    Ok(docs)
 }
 
 pub fn run(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
-    let mut object = read_one(&args.file)?;
-    let old = args.old.as_deref().map(read_one).transpose()?;
-    let op = args.operation.unwrap_or(if old.is_some() {
-        Op::Update
-    } else {
-        Op::Create
-    });
+    let mut stdin_used = false;
+    let docs = load(&args.paths, &mut stdin_used)?;
+    let olds = load(&args.old, &mut stdin_used)?;
     let policy = Policy::new(args.policy.config());
+    let records = review_all(&policy, args, &docs, &olds);
+    report(args.output, &records)
+}
 
-    // Mutating stage (the main resource only, as the webhook configuration says).
-    if args.subresource.is_none() {
-        let body = request_json(args, &object, old.as_ref(), op)?;
-        let (_, req) = review::decode(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let verdict = policy.mutate(&req);
-        print_warnings(&verdict);
-        match &verdict.patch {
-            Some(patch) => {
-                let ops: json_patch::Patch =
-                    serde_json::from_slice(patch).context("reading our own patch")?;
-                println!("{MUTATING_WEBHOOK}: patched ({} operations):", ops.0.len());
-                println!("{}", serde_json::to_string_pretty(&ops)?);
-                json_patch::patch(&mut object, &ops).context("applying the patch")?;
+fn review_all(
+    policy: &Policy,
+    args: &ReviewArgs,
+    docs: &[Document],
+    olds: &[Document],
+) -> Vec<Record> {
+    // Stored objects by identity; a lone --old pairs with a lone object.
+    let single = docs.len() == 1 && olds.len() == 1;
+    let mut records = Vec::new();
+    for doc in docs {
+        if doc.object["kind"] == "AdmissionReview" {
+            let body = serde_json::to_vec(&doc.object).unwrap_or_default();
+            records.push(match check::check_review(policy, &body) {
+                Ok(outcome) => Record::judged(doc, outcome),
+                Err(e) => Record::error(doc, &e),
+            });
+            continue;
+        }
+        match check::our_version(&doc.object) {
+            Ok(None) => {
+                records.push(Record::new(doc, "skipped"));
+                continue;
             }
-            None => println!("{MUTATING_WEBHOOK}: no changes"),
+            Err(e) => {
+                records.push(Record::error(doc, &e));
+                continue;
+            }
+            Ok(Some(_)) => {}
+        }
+        let id = check::identity(&doc.object);
+        let old = if single {
+            olds.first()
+        } else {
+            olds.iter().find(|o| check::identity(&o.object) == id)
+        };
+        let case = Case {
+            object: doc.object.clone(),
+            old: old.map(|o| o.object.clone()),
+            operation: args.operation.map(|o| match o {
+                Op::Create => Operation::Create,
+                Op::Update => Operation::Update,
+            }),
+            subresource: args.subresource.clone(),
+            user: args.user.clone(),
+            groups: args.groups.clone(),
+        };
+        records.push(match check::check(policy, &case) {
+            Ok(outcome) => Record::judged(doc, outcome),
+            Err(e) => Record::error(doc, &e),
+        });
+    }
+    records
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub objects: usize,
+    pub allowed: usize,
+    pub denied: usize,
+    pub skipped: usize,
+    pub errors: usize,
+}
+
+impl Summary {
+    pub fn of(records: &[Record]) -> Summary {
+        let count = |d: &str| records.iter().filter(|r| r.decision == d).count();
+        Summary {
+            objects: records.len(),
+            allowed: count("allowed"),
+            denied: count("denied"),
+            skipped: count("skipped"),
+            errors: count("error"),
         }
     }
 
-    // Validating stage sees the mutated object.
-    let body = request_json(args, &object, old.as_ref(), op)?;
-    let (_, req) = review::decode(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let verdict = policy.validate(&req);
-    print_warnings(&verdict);
-    match &verdict.deny {
-        None => {
-            println!("{VALIDATING_WEBHOOK}: allowed");
-            Ok(ExitCode::SUCCESS)
+    pub fn line(&self) -> String {
+        format!(
+            "Summary: {} objects: {} allowed, {} denied, {} skipped (other kinds), {} errors",
+            self.objects, self.allowed, self.denied, self.skipped, self.errors
+        )
+    }
+
+    /// 2 for input errors, 1 for denials, else 0.
+    pub fn exit(&self) -> ExitCode {
+        if self.errors > 0 {
+            ExitCode::from(2)
+        } else if self.denied > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
         }
-        Some(deny) => {
+    }
+}
+
+pub(super) fn report(format: Format, records: &[Record]) -> anyhow::Result<ExitCode> {
+    let summary = Summary::of(records);
+    match format {
+        Format::Text => {
+            for r in records {
+                text(r);
+            }
+            println!("{}", summary.line());
+        }
+        Format::Json => {
             println!(
-                "Error from server ({}): admission webhook \"{VALIDATING_WEBHOOK}\" denied the request: {}",
-                deny.reason, deny.message
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"results": records, "summary": summary})
+                )?
             );
-            let rules: Vec<&str> = verdict.denied_rules.iter().map(|r| r.as_str()).collect();
-            println!("  code {}; rules {}", deny.code, rules.join(", "));
-            for c in &deny.details.causes {
-                println!("  - {} ({}): {}", c.field, c.reason, c.message);
+        }
+        Format::Junit => {
+            print!("{}", junit(records, &summary));
+        }
+        Format::Yaml => {
+            // Only what would be stored; the rest is said on stderr.
+            let objects: Vec<Value> = records
+                .iter()
+                .filter(|r| r.decision == "allowed")
+                .filter_map(|r| r.object.clone())
+                .collect();
+            for r in records.iter().filter(|r| r.decision != "allowed") {
+                text_problems(r);
             }
-            Ok(ExitCode::from(1))
+            print!("{}", to_yaml_stream(&objects)?);
+            eprintln!("{}", summary.line());
         }
     }
+    Ok(summary.exit())
+}
+
+/// Warnings and refusals on stderr, exactly as kubectl prints what the
+/// apiserver returned; the result line on stdout.
+fn text(r: &Record) {
+    let what = format!("agenticsession.vteam.ambient-code/{}", short_name(&r.name));
+    text_problems(r);
+    // Skipped kinds are only counted in the summary: a kustomize build has
+    // dozens.
+    if r.decision == "allowed" {
+        let changes = match r.patch.as_ref().and_then(Value::as_array) {
+            Some(ops) => format!(" ({MUTATING}: {} patch operations)", ops.len()),
+            None => String::new(),
+        };
+        println!("{what} allowed{changes}");
+    }
+}
+
+fn short_name(id: &str) -> &str {
+    id.rsplit('/').next().unwrap_or(id)
+}
+
+fn text_problems(r: &Record) {
+    for w in &r.warnings {
+        eprintln!("Warning: {w}");
+    }
+    match r.decision.as_str() {
+        "denied" => {
+            let verb = match r.operation {
+                Some(Operation::Update) => "replacing",
+                _ => "creating",
+            };
+            eprintln!(
+                "Error from server ({}): error when {verb} \"{}\": admission webhook \"{}\" denied the request: {}",
+                r.reason.as_deref().unwrap_or_default(),
+                r.origin(),
+                super::review_names::VALIDATING,
+                r.message.as_deref().unwrap_or_default()
+            );
+        }
+        "error" => eprintln!(
+            "error: {}: {}",
+            r.origin(),
+            r.message.as_deref().unwrap_or_default()
+        ),
+        _ => {}
+    }
+}
+
+fn xml(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 has no place for other control characters.
+            c if c.is_control() && !matches!(c, '\n' | '\t' | '\r') => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn junit(records: &[Record], s: &Summary) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    out.push_str(&format!(
+        "<testsuites name=\"agentic-webhook review\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\">\n",
+        s.objects, s.denied, s.errors, s.skipped
+    ));
+    out.push_str(&format!(
+        "  <testsuite name=\"agentic-webhook review\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\">\n",
+        s.objects, s.denied, s.errors, s.skipped
+    ));
+    for r in records {
+        let name = if r.name.is_empty() {
+            r.origin()
+        } else {
+            format!("{} ({})", r.name, r.origin())
+        };
+        out.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"{}\">",
+            xml(&r.file),
+            xml(&name)
+        ));
+        match r.decision.as_str() {
+            "denied" => out.push_str(&format!(
+                "\n      <failure type=\"{}\" message=\"{}\">{}</failure>\n    ",
+                xml(&r.rules.join(",")),
+                xml(r.message.as_deref().unwrap_or_default()),
+                xml(&r
+                    .causes
+                    .iter()
+                    .map(|c| format!("{} [{}]: {}", c.field, c.rule, c.message))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            )),
+            "error" => out.push_str(&format!(
+                "\n      <error message=\"{}\"/>\n    ",
+                xml(r.message.as_deref().unwrap_or_default())
+            )),
+            "skipped" => out.push_str("\n      <skipped message=\"not an AgenticSession\"/>\n    "),
+            _ => {}
+        }
+        if !r.warnings.is_empty() {
+            out.push_str(&format!(
+                "\n      <system-err>{}</system-err>\n    ",
+                xml(&r
+                    .warnings
+                    .iter()
+                    .map(|w| format!("Warning: {w}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            ));
+        }
+        out.push_str("</testcase>\n");
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
 }

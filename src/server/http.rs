@@ -508,12 +508,22 @@ fn record_admission(
             result: result.to_owned(),
         })
         .inc();
+    for rule in &v.warned_rules {
+        app.metrics
+            .denials
+            .get_or_create(&RuleLabel {
+                rule: rule.as_str().to_owned(),
+                enforcement: "warn".to_owned(),
+            })
+            .inc();
+    }
     if let Some(deny) = &v.deny {
         for rule in &v.denied_rules {
             app.metrics
                 .denials
                 .get_or_create(&RuleLabel {
                     rule: rule.as_str().to_owned(),
+                    enforcement: "deny".to_owned(),
                 })
                 .inc();
         }

@@ -117,7 +117,7 @@ fn validate_main<S: Versioned>(
     errors.extend(principals::check_desired_phase(
         new.meta().annotations.as_ref(),
     ));
-    deny_or_allow(req, errors, warnings)
+    deny_or_allow(cfg, req, errors, warnings)
 }
 
 fn validate_status<S: Versioned>(
@@ -139,7 +139,7 @@ fn validate_status<S: Versioned>(
         errors.extend(status::check_transition(&old.status_view(), &new_status));
     }
     errors.extend(status::check_conditions(&new_status, new.meta().generation));
-    deny_or_allow(req, errors, Vec::new())
+    deny_or_allow(cfg, req, errors, Vec::new())
 }
 
 fn object_name<'a, S: Versioned>(req: &'a AdmissionRequest<'_>, obj: &'a S) -> &'a str {
@@ -150,18 +150,33 @@ fn object_name<'a, S: Versioned>(req: &'a AdmissionRequest<'_>, obj: &'a S) -> &
 }
 
 fn deny_or_allow(
+    cfg: &Config,
     req: &AdmissionRequest<'_>,
     errors: Vec<FieldError>,
-    warnings: Vec<String>,
+    mut warnings: Vec<String>,
 ) -> Verdict {
-    if errors.is_empty() {
+    // Warn-only rules: said, counted, not enforced.
+    let (warned, errors): (Vec<FieldError>, Vec<FieldError>) = errors
+        .into_iter()
+        .partition(|e| e.rule != Rule::Schema && cfg.warn_only.contains(&e.rule));
+    let mut warned_rules: Vec<Rule> = warned.iter().map(|e| e.rule).collect();
+    warned_rules.sort();
+    warned_rules.dedup();
+    warnings.extend(
+        warned
+            .iter()
+            .map(|e| crate::admission::field::warning(&format!("{} (warn-only): {e}", e.rule))),
+    );
+    let mut verdict = if errors.is_empty() {
         Verdict {
             warnings,
             ..Verdict::allow()
         }
     } else {
         deny(req, errors, warnings)
-    }
+    };
+    verdict.warned_rules = warned_rules;
+    verdict
 }
 
 fn deny(req: &AdmissionRequest<'_>, errors: Vec<FieldError>, warnings: Vec<String>) -> Verdict {
@@ -180,6 +195,7 @@ fn deny(req: &AdmissionRequest<'_>, errors: Vec<FieldError>, warnings: Vec<Strin
         patch: None,
         warnings,
         denied_rules: rules,
+        warned_rules: Vec::new(),
     }
 }
 
