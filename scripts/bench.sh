@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reruns every number in BENCHMARKS.md (about 4 minutes on 2 cores, after the
-# release build): criterion on the pure core, then the load generator against
+# Reruns every number in BENCHMARKS.md (about 6 minutes on 2 cores, after a
+# release build of about 5): criterion on the pure core, then the load generator against
 # the transport floor and against agentic-webhook, each started fresh by the
 # load generator (start-to-ready and peak RSS come from those runs).
 #
