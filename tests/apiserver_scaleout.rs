@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::balancer::Balancer;
 use common::envtest::{self, ControlPlane};
-use common::installed::{render, sessions_in, wait_until_serving};
+use common::installed::{render, serve_with, sessions_in, wait_until_serving};
 use common::*;
 use serde_json::json;
 
@@ -74,21 +74,7 @@ struct Replica {
 
 impl Replica {
     fn start(env: &Env, slot: usize, extra: &[&str]) -> Replica {
-        let cert = env.certs.join("tls.crt");
-        let key = env.certs.join("tls.key");
-        let controller = format!(
-            "--controller-user={}",
-            envtest::Principal::Reconciler.username()
-        );
-        let mut args = vec![
-            "--tls-cert",
-            cert.to_str().unwrap_or_default(),
-            "--tls-key",
-            key.to_str().unwrap_or_default(),
-            controller.as_str(),
-        ];
-        args.extend_from_slice(extra);
-        let server = Server::start(&args);
+        let server = serve_with(&env.certs, extra, false);
         // Ready before it is an endpoint, as with a readiness probe.
         assert_eq!(http_get(server.probes, "/readyz").0, 200);
         env.lb.add(slot, server.https);

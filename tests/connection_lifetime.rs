@@ -14,24 +14,8 @@ use tokio_rustls::client::TlsStream;
 
 type Tls = TlsStream<tokio::net::TcpStream>;
 
-struct Fixture {
-    server: Server,
-    ca: Vec<u8>,
-    _dir: tempfile::TempDir,
-}
-
 fn start(extra: &[&str]) -> Fixture {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let ca_path = dir.path().join("ca.crt");
-    let mut args = vec!["--self-signed", "--ca-out", ca_path.to_str().unwrap_or("")];
-    args.extend_from_slice(extra);
-    let server = Server::start(&args);
-    let ca = read(&ca_path);
-    Fixture {
-        server,
-        ca,
-        _dir: dir,
-    }
+    self_signed(extra)
 }
 
 const REVIEW: &str = "03-merge-patch-spec.validate.json";

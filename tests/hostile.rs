@@ -24,31 +24,12 @@ fn soak() -> usize {
     }
 }
 
-struct Fixture {
-    server: Server,
-    ca: Vec<u8>,
-    _dir: tempfile::TempDir,
-}
-
+/// The server under attack: heap trimmed soon after connections close, so
+/// RSS is judged in seconds.
 fn start(extra: &[&str]) -> Fixture {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let ca_path = dir.path().join("ca.crt");
-    // Trim the heap soon after connections close, so RSS is judged in seconds.
-    let mut args = vec![
-        "--self-signed",
-        "--ca-out",
-        ca_path.to_str().unwrap_or(""),
-        "--memory-trim-interval",
-        "1s",
-    ];
+    let mut args = vec!["--memory-trim-interval", "1s"];
     args.extend_from_slice(extra);
-    let server = Server::start(&args);
-    let ca = read(&ca_path);
-    Fixture {
-        server,
-        ca,
-        _dir: dir,
-    }
+    self_signed(&args)
 }
 
 const GOOD: &str = "01-apply-v1alpha1-legacy.mutate.json";
@@ -617,7 +598,7 @@ fn curl_post(
     body: &std::path::Path,
     path: &str,
 ) -> (String, Option<i32>) {
-    let ca = f._dir.path().join("ca.crt");
+    let ca = f.dir.path().join("ca.crt");
     let out = std::process::Command::new("curl")
         .args([
             "-s",
@@ -651,7 +632,7 @@ fn curl_post(
 #[test]
 fn an_early_answer_reaches_a_client_still_uploading() {
     let f = start(&["--max-conversion-body", "1048576"]);
-    let two_mib = f._dir.path().join("two-mib");
+    let two_mib = f.dir.path().join("two-mib");
     std::fs::write(&two_mib, vec![b'a'; 2 << 20]).unwrap_or_else(|e| panic!("{e}"));
     for (proto, tries) in [("--http2", 50), ("--http1.1", 10)] {
         for i in 0..tries {

@@ -104,8 +104,15 @@ pub fn start_server(cp: &ControlPlane, extra: &[&str]) -> (Server, PathBuf) {
         .join(format!("webhook-{}", super::envtest::free_port()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     make_certs(&dir);
-    let cert = dir.join("tls.crt");
-    let key = dir.join("tls.key");
+    let server = serve_with(&dir, extra, true);
+    (server, dir.join("ca.crt"))
+}
+
+/// `serve` with the pair in `certs` (tls.crt, tls.key) and the manifests'
+/// controller principal; `kept` servers outlive the test thread.
+pub fn serve_with(certs: &std::path::Path, extra: &[&str], kept: bool) -> Server {
+    let cert = certs.join("tls.crt");
+    let key = certs.join("tls.key");
     let controller = format!("--controller-user={}", Principal::Reconciler.username());
     let mut args = vec![
         "--tls-cert",
@@ -115,8 +122,11 @@ pub fn start_server(cp: &ControlPlane, extra: &[&str]) -> (Server, PathBuf) {
         controller.as_str(),
     ];
     args.extend_from_slice(extra);
-    let server = Server::start_kept(&args, &[]);
-    (server, dir.join("ca.crt"))
+    if kept {
+        Server::start_kept(&args, &[])
+    } else {
+        Server::start(&args)
+    }
 }
 
 fn install(cp: &'static ControlPlane) -> Installed {

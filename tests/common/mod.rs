@@ -351,3 +351,21 @@ pub async fn tls_stream(
         .await
         .unwrap_or_else(|e| panic!("TLS: {e}"))
 }
+
+/// `serve --self-signed` on ephemeral ports, and the CA it wrote.
+pub struct Fixture {
+    pub server: Server,
+    pub ca: Vec<u8>,
+    /// Holds `ca.crt`; scratch space for the test.
+    pub dir: tempfile::TempDir,
+}
+
+pub fn self_signed(extra: &[&str]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let ca_path = dir.path().join("ca.crt");
+    let mut args = vec!["--self-signed", "--ca-out", ca_path.to_str().unwrap_or("")];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    let ca = read(&ca_path);
+    Fixture { server, ca, dir }
+}
