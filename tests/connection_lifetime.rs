@@ -90,6 +90,24 @@ fn metrics_of(f: &Fixture) -> String {
     http_get(f.server.probes, "/metrics").1
 }
 
+/// The server's own count: one connection of `protocol`, retired by age.
+fn one_connection_retired_by_age(f: &Fixture, protocol: &str) {
+    let m = metrics_of(f);
+    let series = |s: &str| metric(&m, s);
+    assert_eq!(
+        series("agentic_webhook_connections_retired_total{reason=\"age\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&format!(
+            "agentic_webhook_connections_total{{protocol=\"{protocol}\"}}"
+        )),
+        Some(1.0),
+        "{m}"
+    );
+}
+
 #[tokio::test]
 async fn an_http11_connection_past_its_age_is_told_on_its_next_response_never_cut_while_idle() {
     let f = start(&["--max-connection-age", "1s"]);
@@ -117,22 +135,7 @@ async fn an_http11_connection_past_its_age_is_told_on_its_next_response_never_cu
         "the connection stayed open after Connection: close"
     );
 
-    let m = metrics_of(&f);
-    assert_eq!(
-        metric(
-            &m,
-            "agentic_webhook_connections_retired_total{reason=\"age\"}"
-        ),
-        Some(1.0),
-        "{m}"
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "agentic_webhook_connections_total{protocol=\"http/1.1\"}"
-        ),
-        Some(1.0)
-    );
+    one_connection_retired_by_age(&f, "http/1.1");
 }
 
 #[tokio::test]
@@ -222,19 +225,7 @@ async fn an_http2_connection_past_its_age_gets_goaway_and_its_open_stream_still_
         matches!(ended, Ok(Ok(()))),
         "connection ended with {ended:?}"
     );
-    let m = metrics_of(&f);
-    assert_eq!(
-        metric(
-            &m,
-            "agentic_webhook_connections_retired_total{reason=\"age\"}"
-        ),
-        Some(1.0),
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, "agentic_webhook_connections_total{protocol=\"h2\"}"),
-        Some(1.0)
-    );
+    one_connection_retired_by_age(&f, "h2");
 }
 
 #[tokio::test]

@@ -18,7 +18,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::BodyExt;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
@@ -28,7 +27,9 @@ use crate::conversion::ConversionService;
 use crate::conversion::review::{self as conversion_review, Outcome};
 use crate::duration;
 
-use super::metrics::{AdmissionLabels, DirectionLabels, Metrics, RuleLabel, WebhookCodeLabels};
+use super::metrics::{
+    AdmissionLabels, DirectionLabels, Metrics, Raised, RuleLabel, WebhookCodeLabels,
+};
 use super::{budget, early, hold};
 
 pub const MUTATE: &str = "/mutate";
@@ -165,29 +166,13 @@ fn webhook_label(path: &str) -> &'static str {
     }
 }
 
-/// One request counted in a gauge for as long as it lives.
-struct InFlight(Gauge);
-
-impl InFlight {
-    fn enter(gauge: Gauge) -> Self {
-        gauge.inc();
-        InFlight(gauge)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 /// controller-runtime's request metrics: latency, count by code, in flight.
 async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let webhook = webhook_label(req.uri().path());
     let label = app.metrics.webhook(webhook);
     // Held by a guard: a request whose client goes away mid-body is dropped
     // at this `.await`, and must not leave the gauge raised.
-    let _in_flight = InFlight::enter(app.metrics.webhook_in_flight.get_or_create(&label).clone());
+    let _in_flight = Raised::new(app.metrics.webhook_in_flight.get_or_create(&label).clone());
     let started = Instant::now();
     let resp = next.run(req).await;
     app.metrics

@@ -18,7 +18,6 @@ use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -27,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::metrics::{Metrics, ProtocolLabel, RetireLabel};
+use super::metrics::{Metrics, ProtocolLabel, Raised, RetireLabel};
 
 #[derive(Clone, Debug)]
 pub struct ConnLimits {
@@ -166,7 +165,7 @@ pub async fn serve(
                     protocol: if h2 { "h2" } else { "http/1.1" }.to_owned(),
                 })
                 .inc();
-            let _open = Open::enter(metrics.connections_open.clone());
+            let _open = Raised::new(metrics.connections_open.clone());
             serve_connection(tls, alpn, router, &limits, &metrics, shutdown).await;
         });
     }
@@ -179,22 +178,6 @@ enum Alpn {
     Http1,
     /// The client offered nothing: HTTP/1.1, or h2 with prior knowledge.
     None,
-}
-
-/// An open connection counted in a gauge while its task lives.
-struct Open(Gauge);
-
-impl Open {
-    fn enter(gauge: Gauge) -> Self {
-        gauge.inc();
-        Open(gauge)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 /// A TLS connection opens with a handshake record (0x16). Anything else is

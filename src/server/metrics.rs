@@ -456,3 +456,21 @@ impl Metrics {
             .inc();
     }
 }
+
+/// A gauge raised for as long as the guard lives (a request in flight, an
+/// open connection), lowered however its holder ends: return, error,
+/// cancellation, panic.
+pub struct Raised(Gauge);
+
+impl Raised {
+    pub fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Raised(gauge)
+    }
+}
+
+impl Drop for Raised {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
