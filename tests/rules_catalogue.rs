@@ -38,7 +38,13 @@ fn known_ids() -> BTreeSet<String> {
         .filter_map(|l| {
             let (lhs, rhs) = l.trim().split_once(" => ")?;
             lhs.strip_prefix("Rule::")?;
-            Some(rhs.trim_end_matches(',').trim_matches('"').to_owned())
+            // `as_str`'s arms map to string literals (others, like
+            // `family`, to enum values).
+            let id = rhs
+                .trim_end_matches(',')
+                .strip_prefix('"')?
+                .strip_suffix('"')?;
+            Some(id.to_owned())
         })
         .collect()
 }

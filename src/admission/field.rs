@@ -7,33 +7,76 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-/// Rule ids from SPEC section 4 (plus `Schema` for objects that do not decode).
+/// Rule ids (docs/rules.md), plus `Schema` for objects that do not decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
+    /// The object does not decode as its version.
     Schema,
+    /// Repository URL shape: https, http, ssh or `git@host:path`.
     V1,
+    /// No credentials inside URLs.
     V2,
+    /// URL hosts: no loopback, link-local, metadata or cluster-internal hosts.
     V3,
+    /// Branch names follow `git check-ref-format --branch`.
     V4,
+    /// Repo names unique, and at most `--max-repos` repos.
     V5,
+    /// `activeWorkflow`: relative path without `..`, URL as V1–V3.
     V6,
+    /// Prompt size at most `--max-prompt-bytes`.
     V7,
+    /// `llmSettings` ranges.
     V8,
+    /// Timeouts positive.
     V9,
+    /// Environment variable names: C identifiers, none reserved.
     V10,
+    /// `mainRepo` / `mainRepoIndex` point into `repos`.
     V11,
+    /// Deprecated fields: warnings only.
     V12,
+    /// Inactive sessions change freely (never denies).
     V13,
+    /// Active sessions: the spec is immutable but for runtime fields.
     V14,
+    /// Runtime fields change only on an interactive Running session.
     V15,
+    /// Metadata-only updates are never blocked by V13–V15 (never denies).
     V16,
+    /// Only controller principals write status.
     V17,
+    /// Only controller principals touch operator-owned annotations.
     V18,
+    /// `spec.userContext` is fixed after creation.
     V19,
+    /// A runner service account writes only its own session.
     V20,
+    /// `ambient-code.io/desired-phase` is Running or Stopped.
     V21,
+    /// Status phase transitions.
     V22,
+    /// Status conditions.
     V23,
+}
+
+/// What a rule judges, which decides how its errors are answered: shape
+/// errors ratchet on UPDATE, principal errors are 403 (Forbidden) rather
+/// than 422 (Invalid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// The object does not decode.
+    Schema,
+    /// The spec's shape (V1–V12): ratchets.
+    Shape,
+    /// Changes to a running session (V13–V16).
+    Running,
+    /// Who may do what (V17–V20): 403.
+    Principal,
+    /// Values of user-set annotations (V21).
+    Metadata,
+    /// The status subresource (V22–V23).
+    Status,
 }
 
 impl Rule {
@@ -101,28 +144,38 @@ impl Rule {
         }
     }
 
+    /// The family of each rule. Exhaustive: a new rule must choose one,
+    /// and ratcheting and its status code follow from that choice.
+    pub fn family(self) -> Family {
+        match self {
+            Rule::Schema => Family::Schema,
+            Rule::V1
+            | Rule::V2
+            | Rule::V3
+            | Rule::V4
+            | Rule::V5
+            | Rule::V6
+            | Rule::V7
+            | Rule::V8
+            | Rule::V9
+            | Rule::V10
+            | Rule::V11
+            | Rule::V12 => Family::Shape,
+            Rule::V13 | Rule::V14 | Rule::V15 | Rule::V16 => Family::Running,
+            Rule::V17 | Rule::V18 | Rule::V19 | Rule::V20 => Family::Principal,
+            Rule::V21 => Family::Metadata,
+            Rule::V22 | Rule::V23 => Family::Status,
+        }
+    }
+
     /// Spec-shape rules, which ratchet on UPDATE.
     pub fn ratchets(self) -> bool {
-        matches!(
-            self,
-            Rule::V1
-                | Rule::V2
-                | Rule::V3
-                | Rule::V4
-                | Rule::V5
-                | Rule::V6
-                | Rule::V7
-                | Rule::V8
-                | Rule::V9
-                | Rule::V10
-                | Rule::V11
-                | Rule::V12
-        )
+        self.family() == Family::Shape
     }
 
     /// Principal rules answer 403 rather than 422.
     pub fn is_authorization(self) -> bool {
-        matches!(self, Rule::V17 | Rule::V18 | Rule::V19 | Rule::V20)
+        self.family() == Family::Principal
     }
 }
 
@@ -493,6 +546,31 @@ impl DenyStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn families_give_the_ratcheting_and_403_sets_of_the_spec() {
+        let ids = |f: fn(Rule) -> bool| -> Vec<&'static str> {
+            Rule::ALL
+                .into_iter()
+                .filter(|r| f(*r))
+                .map(Rule::as_str)
+                .collect()
+        };
+        assert_eq!(
+            ids(Rule::ratchets),
+            [
+                "V1", "V2", "V3", "V4", "V5", "V6", "V7", "V8", "V9", "V10", "V11", "V12"
+            ]
+        );
+        assert_eq!(ids(Rule::is_authorization), ["V17", "V18", "V19", "V20"]);
+        // ALL lists every rule once, in order, and ids parse back.
+        for (i, r) in Rule::ALL.into_iter().enumerate() {
+            assert_eq!(Rule::from_id(r.as_str()), Some(r));
+            assert!(Rule::ALL[..i].iter().all(|o| *o != r));
+        }
+        assert_eq!(Rule::from_id("v3"), Some(Rule::V3));
+        assert_eq!(Rule::from_id("V24"), None);
+    }
 
     fn url_error() -> FieldError {
         FieldError::invalid(
