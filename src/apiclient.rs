@@ -69,6 +69,12 @@ pub async fn infer(target: &Target, timeout: Duration) -> Result<Client, Connect
     Ok(from_config(load_config(target).await?, timeout)?)
 }
 
+/// True when `e` is an answer from the API whose Status passes `check`
+/// (e.g. `Status::is_already_exists`).
+pub fn is_api_status(e: &kube::Error, check: fn(&kube::core::Status) -> bool) -> bool {
+    matches!(e, kube::Error::Api(s) if check(s))
+}
+
 /// True when `e` is the deadline firing rather than an API answer.
 pub fn is_timeout(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Service(inner) if inner.is::<tower::timeout::error::Elapsed>())

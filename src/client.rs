@@ -189,10 +189,6 @@ impl Connection {
         }
     }
 
-    pub fn is_h2(&self) -> bool {
-        matches!(self.sender, Sender::H2(_))
-    }
-
     pub async fn post(
         &mut self,
         path_and_query: &str,

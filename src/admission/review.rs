@@ -122,10 +122,6 @@ pub struct AdmissionRequest<'a> {
 }
 
 impl AdmissionRequest<'_> {
-    pub fn is_status(&self) -> bool {
-        self.sub_resource.as_deref() == Some("status")
-    }
-
     /// The object's name (may be empty on CREATE with `generateName`).
     pub fn name(&self) -> &str {
         self.name.as_deref().unwrap_or("")

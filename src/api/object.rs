@@ -27,15 +27,6 @@ pub struct Meta {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
-impl Meta {
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.annotations
-            .as_ref()
-            .and_then(|a| a.get(key))
-            .map(String::as_str)
-    }
-}
-
 /// An `AgenticSession` with typed spec and status of one version.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

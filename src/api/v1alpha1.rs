@@ -31,15 +31,6 @@ pub struct Repo {
     pub output: Option<GitRef>,
 }
 
-impl Repo {
-    /// The URL the repo is cloned from, in either form.
-    pub fn source_url(&self) -> Option<&str> {
-        self.url
-            .as_deref()
-            .or_else(|| self.input.as_ref().and_then(|i| i.url.as_deref()))
-    }
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BotAccount {

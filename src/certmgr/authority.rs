@@ -28,13 +28,6 @@ pub fn bundle(current_pem: &str, previous: Option<(&str, &CertInfo)>, now: i64) 
     out
 }
 
-/// Does a PEM bundle contain this certificate?
-pub fn bundle_contains(bundle_pem: &[u8], cert: &CertInfo) -> bool {
-    x509_parser::pem::Pem::iter_from_buffer(bundle_pem)
-        .filter_map(Result::ok)
-        .any(|p| p.contents == cert.der)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,10 +75,6 @@ pub enum Error {
     Conflicts,
 }
 
-fn is_status(e: &kube::Error, check: fn(&kube::core::Status) -> bool) -> bool {
-    matches!(e, kube::Error::Api(s) if check(s))
-}
-
 struct CurrentCa {
     pem: CaPem,
     info: CertInfo,
@@ -259,7 +255,14 @@ impl CertManager {
                         });
                     }
                     // Another replica won the race: use its CA.
-                    Err(e) if is_status(&e, kube::core::Status::is_already_exists) => continue,
+                    Err(e)
+                        if crate::apiclient::is_api_status(
+                            &e,
+                            kube::core::Status::is_already_exists,
+                        ) =>
+                    {
+                        continue;
+                    }
                     Err(e) => return Err(e.into()),
                 }
             };
@@ -305,7 +308,9 @@ impl CertManager {
                         previous: Some((pem.cert_pem, info)),
                     });
                 }
-                Err(e) if is_status(&e, kube::core::Status::is_conflict) => continue,
+                Err(e) if crate::apiclient::is_api_status(&e, kube::core::Status::is_conflict) => {
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -71,10 +71,6 @@ fn resource() -> ApiResource {
     )
 }
 
-fn is_status(e: &kube::Error, check: fn(&kube::core::Status) -> bool) -> bool {
-    matches!(e, kube::Error::Api(s) if check(s))
-}
-
 /// The object normalized into canonical v1alpha2.
 fn normalized(obj: &DynamicObject) -> anyhow::Result<DynamicObject> {
     let json = serde_json::to_string(obj)?;
@@ -107,7 +103,12 @@ async fn rewrite_one(
                         written.metadata.resource_version.clone();
                     match api.replace_status(&name, pp, &with_status).await {
                         Ok(_) => {}
-                        Err(e) if is_status(&e, kube::core::Status::is_conflict) => {
+                        Err(e)
+                            if crate::apiclient::is_api_status(
+                                &e,
+                                kube::core::Status::is_conflict,
+                            ) =>
+                        {
                             obj = api.get(&name).await?;
                             continue;
                         }
@@ -118,13 +119,18 @@ async fn rewrite_one(
                     normalized: changed,
                 });
             }
-            Err(e) if is_status(&e, kube::core::Status::is_not_found) => {
+            Err(e) if crate::apiclient::is_api_status(&e, kube::core::Status::is_not_found) => {
                 return Ok(Outcome::Deleted);
             }
-            Err(e) if is_status(&e, kube::core::Status::is_conflict) => {
+            Err(e) if crate::apiclient::is_api_status(&e, kube::core::Status::is_conflict) => {
                 obj = match api.get(&name).await {
                     Ok(fresh) => fresh,
-                    Err(e) if is_status(&e, kube::core::Status::is_not_found) => {
+                    Err(e)
+                        if crate::apiclient::is_api_status(
+                            &e,
+                            kube::core::Status::is_not_found,
+                        ) =>
+                    {
                         return Ok(Outcome::Deleted);
                     }
                     Err(e) => return Err(e.into()),

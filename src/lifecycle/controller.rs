@@ -196,10 +196,6 @@ fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn is_status(e: &kube::Error, check: fn(&kube::core::Status) -> bool) -> bool {
-    matches!(e, kube::Error::Api(s) if check(s))
-}
-
 fn key(s: &AgenticSession) -> (String, String) {
     (s.namespace().unwrap_or_default(), s.name_any())
 }
@@ -267,7 +263,9 @@ async fn reconcile_with_retry(
         match reconcile_once(&current, ctx).await {
             // Only a JSON patch with a failed precondition can conflict now
             // (status applies are forced); read again and re-plan.
-            Err(Error::Kube(e)) if is_status(&e, kube::core::Status::is_conflict) => {
+            Err(Error::Kube(e))
+                if crate::apiclient::is_api_status(&e, kube::core::Status::is_conflict) =>
+            {
                 match api.get_opt(&name).await? {
                     Some(fresh) => current = fresh,
                     None => return Ok(Requeue::await_change()),
@@ -326,7 +324,11 @@ async fn act(
                 .await
             {
                 Ok(_) => {}
-                Err(e) if is_status(&e, kube::core::Status::is_already_exists) => {}
+                Err(e)
+                    if crate::apiclient::is_api_status(
+                        &e,
+                        kube::core::Status::is_already_exists,
+                    ) => {}
                 Err(e) => return Err(e.into()),
             }
             ctx.cache.created_service(&ns, &service_name(&name));
@@ -340,7 +342,11 @@ async fn act(
                     ctx.cache.created_pod(created);
                 }
                 // Created by an earlier reconcile the cache has not shown.
-                Err(e) if is_status(&e, kube::core::Status::is_already_exists) => {}
+                Err(e)
+                    if crate::apiclient::is_api_status(
+                        &e,
+                        kube::core::Status::is_already_exists,
+                    ) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -349,7 +355,8 @@ async fn act(
                 Ok(_) => {
                     tracing::info!(session = %name, namespace = %ns, pod = %pod, "runner pod deleted")
                 }
-                Err(e) if is_status(&e, kube::core::Status::is_not_found) => {}
+                Err(e) if crate::apiclient::is_api_status(&e, kube::core::Status::is_not_found) => {
+                }
                 Err(e) => return Err(e.into()),
             }
             ctx.cache.deleted_pod(&ns, pod);
@@ -379,7 +386,7 @@ async fn ensure_egress_policy(ctx: &Context, ns: &str) -> Result<(), Error> {
         .await
     {
         Ok(_) => tracing::info!(namespace = %ns, "runner egress NetworkPolicy created"),
-        Err(e) if is_status(&e, kube::core::Status::is_already_exists) => {}
+        Err(e) if crate::apiclient::is_api_status(&e, kube::core::Status::is_already_exists) => {}
         Err(e) => return Err(e.into()),
     }
     done.insert(ns.to_owned());
@@ -519,8 +526,8 @@ async fn reconcile_once(cached: &AgenticSession, ctx: &Context) -> Result<Requeu
         {
             Ok(_) => {}
             Err(e)
-                if is_status(&e, kube::core::Status::is_invalid)
-                    || is_status(&e, kube::core::Status::is_not_found) =>
+                if crate::apiclient::is_api_status(&e, kube::core::Status::is_invalid)
+                    || crate::apiclient::is_api_status(&e, kube::core::Status::is_not_found) =>
             {
                 return Ok(Requeue::requeue(Duration::ZERO));
             }

@@ -30,14 +30,6 @@ pub mod conditions {
     pub const WORKFLOW_RECONCILED: &str = "WorkflowReconciled";
     pub const READY: &str = "Ready";
     pub const RETRIES_EXHAUSTED: &str = "RetriesExhausted";
-    pub const ALL: &[&str] = &[
-        POD_CREATED,
-        RUNNER_STARTED,
-        REPOS_RECONCILED,
-        WORKFLOW_RECONCILED,
-        READY,
-        RETRIES_EXHAUSTED,
-    ];
 }
 use conditions::*;
 
