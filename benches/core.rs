@@ -1,11 +1,11 @@
 //! The pure core, exactly as a handler runs it: decode → rules → encode, on
-//! ~4 KB sessions from `agentic_webhook::workload`. Run: `cargo bench --bench core`.
+//! ~4 KB sessions from `agentic_webhook::testkit::workload`. Run: `cargo bench --bench core`.
 
 use std::hint::black_box;
 
 use agentic_webhook::admission::{AdmissionService, Config, Policy, Principals, review};
 use agentic_webhook::conversion::{ConversionService, Converter, review as creview};
-use agentic_webhook::workload;
+use agentic_webhook::testkit::workload;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn policy() -> Policy {
@@ -20,23 +20,23 @@ fn policy() -> Policy {
 
 fn mutate_once(p: &Policy, body: &[u8]) -> Vec<u8> {
     match review::decode(body) {
-        Ok((v, req)) => review::encode(v, &req.uid, &p.mutate(&req)),
+        Ok(r) => r.answer(p.mutate(r.request())).to_vec(),
         Err(_) => Vec::new(),
     }
 }
 
 fn validate_once(p: &Policy, body: &[u8]) -> Vec<u8> {
     match review::decode(body) {
-        Ok((v, req)) => review::encode(v, &req.uid, &p.validate(&req)),
+        Ok(r) => r.answer(p.validate(r.request())).to_vec(),
         Err(_) => Vec::new(),
     }
 }
 
 fn convert_once(body: &[u8]) -> Vec<u8> {
     match creview::decode(body) {
-        Ok((v, req)) => {
-            let (outcome, _) = Converter.convert(&req);
-            creview::encode(v, &req.uid, &outcome)
+        Ok(r) => {
+            let (outcome, _) = Converter.convert(r.request());
+            r.answer(outcome).to_vec()
         }
         Err(_) => Vec::new(),
     }

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use agentic_webhook::certs::serving::{self as tls, CertStore, MinTlsVersion, TlsOptions};
 use agentic_webhook::server::listener::{self, ConnLimits};
-use agentic_webhook::server::tls::{self, CertStore, MinTlsVersion, TlsOptions};
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::{get, post};
@@ -81,7 +81,9 @@ fn main() -> anyhow::Result<()> {
                 http2,
                 ..ConnLimits::default()
             },
-            agentic_webhook::server::metrics::Metrics::new(),
+            agentic_webhook::server::metrics::Metrics::register(
+                &agentic_webhook::telemetry::Registry::new(),
+            ),
             stop.clone(),
             tracker.clone(),
         ));

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use agentic_webhook::client::{Alpn, Connection, Tls};
-use agentic_webhook::workload;
+use agentic_webhook::testkit::client::{Alpn, Connection, Tls};
+use agentic_webhook::testkit::workload;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Parser;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use agentic_webhook::client::Alpn;
+use agentic_webhook::testkit::client::Alpn;
 use common::*;
 use serde_json::{Value, json};
 
@@ -81,7 +81,7 @@ async fn every_captured_request_is_decoded_and_answered() {
             let objects = got["response"]["convertedObjects"]
                 .as_array()
                 .cloned()
-                .unwrap_or_default();
+                .expect("convertedObjects is an array");
             assert_eq!(
                 objects.len(),
                 sent["request"]["objects"].as_array().map_or(0, Vec::len)
@@ -130,8 +130,9 @@ async fn legacy_v1alpha1_create_is_normalized_then_allowed() {
 
     // Apply the patch as the apiserver would, then validate the result.
     let mut review = fixture_json("01-apply-v1alpha1-legacy.validate.json");
-    let patch: json_patch::Patch = serde_json::from_value(patch_of(&got).unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch_of(&got).expect("the legacy create is patched"))
+            .unwrap_or_else(|e| panic!("{e}"));
     json_patch::patch(&mut review["request"]["object"], &patch).unwrap_or_else(|e| panic!("{e}"));
     let resp = conn
         .post("/validate", review.to_string())

@@ -26,7 +26,7 @@ fn object(version: &str, ns: &str, name: &str, spec: Value) -> DynamicObject {
 }
 
 fn as_json(o: &DynamicObject) -> Value {
-    serde_json::to_value(o).unwrap_or_default()
+    serde_json::to_value(o).expect("serializes")
 }
 
 /// The apiserver's `Status` for a refused write.
@@ -154,7 +154,7 @@ async fn legacy_writes_are_stored_normalized_and_the_client_sees_the_warnings() 
         &["create", "-f", "-"],
         Some(
             serde_json::to_string(&modern)
-                .unwrap_or_default()
+                .expect("serializes")
                 .as_bytes(),
         ),
     );
@@ -218,7 +218,7 @@ async fn bad_specs_are_refused_with_field_paths_as_clients_get_them() {
     let out = cp.kubectl(
         &Who::admin(),
         &["create", "-f", "-"],
-        Some(serde_json::to_string(&bad).unwrap_or_default().as_bytes()),
+        Some(serde_json::to_string(&bad).expect("serializes").as_bytes()),
     );
     assert!(!out.status.success());
     assert_eq!(

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use agentic_webhook::client::Alpn;
+use agentic_webhook::testkit::client::Alpn;
 use base64::Engine as _;
 use common::envtest::{ControlPlane, Principal, SYSTEM_NS, Who, eventually, free_port, say};
 use common::installed::{CRD, render, wait_until_serving};

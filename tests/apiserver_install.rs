@@ -277,7 +277,7 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
     );
     cp.wait_established(CRD);
     let crd: Value = serde_json::from_str(&cp.kubectl_ok(&["get", "crd", CRD, "-o", "json"], None))
-        .unwrap_or_default();
+        .expect("JSON");
     let conditions = crd["status"]["conditions"]
         .as_array()
         .cloned()

@@ -181,7 +181,7 @@ async fn a_namespaced_reconciler_needs_no_cluster_rights_and_stays_in_its_namesp
         let watched = watched.clone();
         async move {
             let o = serde_json::to_value(watched.get("s1").await.map_err(|e| e.to_string())?)
-                .unwrap_or_default();
+                .expect("serializes");
             let ready = o["status"]["conditions"].as_array().is_some_and(|cs| {
                 cs.iter()
                     .any(|c| c["type"] == "Ready" && c["status"] == "True")
@@ -213,7 +213,7 @@ async fn a_namespaced_reconciler_needs_no_cluster_rights_and_stays_in_its_namesp
             .await
             .unwrap_or_else(|e| panic!("{e}")),
     )
-    .unwrap_or_default();
+    .expect("serializes");
     assert_eq!(other.get("status"), None, "{other}");
     let other_pods: Api<Pod> = Api::namespaced(client.clone(), "elsewhere");
     assert!(

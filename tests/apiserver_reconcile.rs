@@ -28,7 +28,7 @@ fn sessions(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
 }
 
 fn as_json<T: serde::Serialize>(o: &T) -> Value {
-    serde_json::to_value(o).unwrap_or_default()
+    serde_json::to_value(o).expect("serializes")
 }
 
 /// One POST a runner received.

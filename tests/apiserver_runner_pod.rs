@@ -45,7 +45,7 @@ async fn wait_pod(client: &kube::Client, ns: &str, name: &str) -> Value {
         let pods = pods.clone();
         async move {
             match pods.get_opt(name).await {
-                Ok(Some(p)) => Ok(serde_json::to_value(p).unwrap_or_default()),
+                Ok(Some(p)) => Ok(serde_json::to_value(p).expect("serializes")),
                 Ok(None) => Err("not created".to_owned()),
                 Err(e) => Err(e.to_string()),
             }
@@ -163,7 +163,7 @@ async fn a_platform_template_shapes_the_runner_pod_under_the_restricted_profile(
             .await
             .unwrap_or_else(|e| panic!("no runner egress NetworkPolicy: {e}")),
     )
-    .unwrap_or_default();
+    .expect("serializes");
     assert_eq!(
         policy["spec"]["egress"][1]["to"][0]["ipBlock"],
         json!({"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16", "100.100.100.200/32",

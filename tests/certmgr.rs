@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use agentic_webhook::certmgr::{CertManager, ManagerConfig};
+use agentic_webhook::certs::manage::{CertManager, ManagerConfig};
 use agentic_webhook::certs::{self, CaPem};
 use agentic_webhook::server::Handles;
-use agentic_webhook::server::metrics::Metrics;
+use agentic_webhook::telemetry::Registry;
 use base64::Engine as _;
 use common::mockapi::{self, Log, lines, ok, status};
 use serde_json::{Value, json};
@@ -32,7 +32,7 @@ impl Now {
     fn store(&self, t: i64, _: Ordering) {
         self.0.store(t, Ordering::SeqCst);
     }
-    fn clock(&self) -> agentic_webhook::certmgr::Clock {
+    fn clock(&self) -> agentic_webhook::certs::manage::Clock {
         let cell = self.0.clone();
         Arc::new(move || {
             OffsetDateTime::from_unix_timestamp(cell.load(Ordering::SeqCst))
@@ -117,14 +117,14 @@ fn targets(bundle: Option<&str>) -> Vec<Value> {
 }
 
 fn manager(client: kube::Client, now: &Now) -> (CertManager, Handles) {
-    let handles = Handles::new(Metrics::new());
+    let handles = Handles::new(Registry::new());
     handles.health.set_bundles_ready(false);
     let m = CertManager::new(
         client,
         config(),
         handles.certs.clone(),
         handles.health.clone(),
-        handles.metrics.clone(),
+        handles.cert_metrics.clone(),
     )
     .with_clock(now.clock());
     (m, handles)
@@ -279,7 +279,7 @@ async fn a_rotated_ca_shares_every_bundle_with_the_old_one_until_it_expires() {
                 .decode(put["data"][k].as_str().unwrap_or(""))
                 .unwrap_or_default(),
         )
-        .unwrap_or_default()
+        .expect("UTF-8")
     };
     assert_eq!(
         put["metadata"]["resourceVersion"], "7",

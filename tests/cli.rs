@@ -80,7 +80,7 @@ fn certs_refuse_to_replace_a_ca_and_issue_from_an_existing_one() {
         let mut conn = connect(
             server.https,
             &ca_before,
-            agentic_webhook::client::Alpn::Both,
+            agentic_webhook::testkit::client::Alpn::Both,
         )
         .await;
         let resp = conn
@@ -387,7 +387,7 @@ fn review_takes_directories_streams_lists_and_skips_other_kinds() {
     // A kustomize-style stream: other kinds, a List of two sessions.
     let stream = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: team-a}}\n---\n{}\n---\n{}",
-        std::fs::read_to_string(LEGACY).unwrap_or_default(),
+        std::fs::read_to_string(LEGACY).expect("readable"),
         serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession",
              "metadata": {"name": "a", "namespace": "team-a"}, "spec": {"initialPrompt": "p"}},

@@ -500,8 +500,8 @@ proptest! {
 
     #[test]
     fn v1_to_v2_to_v1_is_the_identity(meta in metadata(), spec in of(spec_v1()), status in of(status_v1())) {
-        let spec = spec.map(|s| serde_json::to_value(s).unwrap_or_default());
-        let status = status.map(|s| serde_json::to_value(s).unwrap_or_default());
+        let spec = spec.map(|s| serde_json::to_value(s).expect("serializes"));
+        let status = status.map(|s| serde_json::to_value(s).expect("serializes"));
         let original = object(v1::API_VERSION, meta, spec, status);
         let hub = convert(&original, Version::V1Alpha2)?;
         prop_assert_eq!(&hub["apiVersion"], v2::API_VERSION);
@@ -516,8 +516,8 @@ proptest! {
 
     #[test]
     fn v2_to_v1_to_v2_is_the_identity(meta in metadata(), spec in of(spec_v2()), status in of(status_v2())) {
-        let spec = spec.map(|s| serde_json::to_value(s).unwrap_or_default());
-        let status = status.map(|s| serde_json::to_value(s).unwrap_or_default());
+        let spec = spec.map(|s| serde_json::to_value(s).expect("serializes"));
+        let status = status.map(|s| serde_json::to_value(s).expect("serializes"));
         let original = object(v2::API_VERSION, meta, spec, status);
         let down = convert(&original, Version::V1Alpha1)?;
         prop_assert_eq!(&down["apiVersion"], v1::API_VERSION);
@@ -534,9 +534,9 @@ proptest! {
         output in of(git_ref()),
     ) {
         let mut repo = json!({"input": serde_json::to_value(GitRef { url: Some(input_url.clone()), branch: input_branch })
-            .unwrap_or_default()});
+            .expect("serializes")});
         if let Some(o) = output {
-            repo["output"] = serde_json::to_value(o).unwrap_or_default();
+            repo["output"] = serde_json::to_value(o).expect("serializes");
         }
         let legacy = json!({"apiVersion": v1::API_VERSION, "kind": "AgenticSession", "metadata": {"name": "x"},
             "spec": {"prompt": prompt, "mainRepoIndex": 0, "repos": [repo]}});
@@ -580,8 +580,8 @@ proptest! {
 fn the_stash_is_written_only_when_needed() {
     let plain = json!({"apiVersion": v1::API_VERSION, "kind": "AgenticSession", "metadata": {"name": "a"},
         "spec": {"initialPrompt": "p", "mainRepoIndex": 0, "repos": [{"url": "https://h/o/api"}]}});
-    let hub = convert_object(&plain.to_string(), Version::V1Alpha2).unwrap_or_default();
-    let hub: Value = serde_json::from_slice(&hub).unwrap_or_default();
+    let hub = convert_object(&plain.to_string(), Version::V1Alpha2).expect("converts");
+    let hub: Value = serde_json::from_slice(&hub).expect("JSON");
     assert!(hub["metadata"].get("annotations").is_none(), "{hub}");
     assert_eq!(hub["spec"]["mainRepo"], "api");
 }

@@ -262,7 +262,7 @@ fn maximal_v2() -> Value {
             conditions: Some(vec![condition()]),
         }),
     };
-    serde_json::to_value(obj).unwrap_or_default()
+    serde_json::to_value(obj).expect("serializes")
 }
 
 fn maximal_v1() -> Value {
@@ -340,7 +340,7 @@ fn maximal_v1() -> Value {
             repos: Some(vec![Map::from_iter([("name".to_owned(), json!("r"))])]),
         }),
     };
-    serde_json::to_value(obj).unwrap_or_default()
+    serde_json::to_value(obj).expect("serializes")
 }
 
 /// Every field the types write is declared, with a compatible type.

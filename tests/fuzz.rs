@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use agentic_webhook::admission::{AdmissionService, Config, Policy, Principals, review};
-use agentic_webhook::conversion::review::{Outcome, ReviewVersion as CVersion};
+use agentic_webhook::conversion::review::Outcome;
 use agentic_webhook::conversion::{ConversionService, Converter, review as creview};
 use proptest::prelude::*;
 use proptest::test_runner::Config as RunnerConfig;
@@ -120,12 +120,14 @@ fn apply(mut b: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
 }
 
 fn check_admission(p: &Policy, body: &[u8]) {
-    let Ok((version, req)) = review::decode(body) else {
+    let Ok(review) = review::decode(body) else {
         return;
     };
+    let req = review.request();
+    let sent: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let request_object: Option<Value> = req.object.and_then(|o| serde_json::from_str(o.get()).ok());
-    for verdict in [p.mutate(&req), p.validate(&req)] {
-        let out = review::encode(version, &req.uid, &verdict);
+    for verdict in [p.mutate(req), p.validate(req)] {
+        let out = review.answer(verdict).to_vec();
         let v: Value = serde_json::from_slice(&out).unwrap_or_else(|e| {
             panic!(
                 "answer is not JSON ({e}) for {}",
@@ -134,8 +136,15 @@ fn check_admission(p: &Policy, body: &[u8]) {
         });
         assert_eq!(v["response"]["uid"], req.uid.as_str());
         assert!(v["response"]["allowed"].is_boolean());
+        assert_eq!(v["kind"], "AdmissionReview");
+        if !sent.is_null() {
+            assert_eq!(
+                v["apiVersion"], sent["apiVersion"],
+                "the answer's apiVersion is the request's"
+            );
+        }
     }
-    let m = p.mutate(&req);
+    let m = p.mutate(req);
     if let (Some(patch), Some(mut obj)) = (m.patch, request_object) {
         let ops: json_patch::Patch = serde_json::from_slice(&patch)
             .unwrap_or_else(|e| panic!("patch is not RFC 6902 ({e})"));
@@ -148,9 +157,9 @@ fn check_admission(p: &Policy, body: &[u8]) {
             return;
         };
         again["request"]["object"] = obj;
-        let again = serde_json::to_vec(&again).unwrap_or_default();
-        if let Ok((_, req2)) = review::decode(&again) {
-            let m2 = p.mutate(&req2);
+        let again = serde_json::to_vec(&again).expect("serializes");
+        if let Ok(review2) = review::decode(&again) {
+            let m2 = p.mutate(review2.request());
             assert!(
                 m2.patch.is_none(),
                 "mutation is not idempotent: second patch {}",
@@ -161,11 +170,9 @@ fn check_admission(p: &Policy, body: &[u8]) {
 }
 
 fn convert_to(objects: &[Value], to: &str) -> Option<Vec<Value>> {
-    let body = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
-        "request": {"uid": "rt", "desiredAPIVersion": to, "objects": objects}});
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let (_, req) = creview::decode(&bytes).ok()?;
-    match Converter.convert(&req).0 {
+    let bytes = creview::request_body("rt", to, objects);
+    let review = creview::decode(&bytes).expect("our own request decodes");
+    match Converter.convert(review.request()).0 {
         Outcome::Success(objs) => Some(
             objs.iter()
                 .map(|o| {
@@ -185,19 +192,20 @@ fn convert_to(objects: &[Value], to: &str) -> Option<Vec<Value>> {
 }
 
 fn check_conversion(body: &[u8]) {
-    let Ok((version, req)) = creview::decode(body) else {
+    let Ok(review) = creview::decode(body) else {
         return;
     };
-    let (outcome, _) = Converter.convert(&req);
-    let out = creview::encode(version, &req.uid, &outcome);
+    let req = review.request();
+    let (outcome, _) = Converter.convert(req);
+    let out = review.answer(outcome.clone()).to_vec();
     let v: Value =
         serde_json::from_slice(&out).unwrap_or_else(|e| panic!("answer is not JSON: {e}"));
     assert_eq!(v["response"]["uid"], req.uid.as_str());
-    if version == CVersion::V1 || version == CVersion::V1Beta1 {
-        assert!(
-            v["apiVersion"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("apiextensions.k8s.io/"))
+    assert_eq!(v["kind"], "ConversionReview");
+    if let Ok(sent) = serde_json::from_slice::<Value>(body) {
+        assert_eq!(
+            v["apiVersion"], sent["apiVersion"],
+            "the answer's apiVersion is the request's"
         );
     }
     let Outcome::Success(objs) = outcome else {
@@ -293,11 +301,11 @@ proptest! {
         value in json_any(),
     ) {
         let seeds = corpus();
-        let mut review: Value = serde_json::from_slice(&seeds[seed.index(seeds.len())]).unwrap_or_default();
+        let mut review: Value = serde_json::from_slice(&seeds[seed.index(seeds.len())]).expect("JSON");
         let pointer = GRAFTS[at.index(GRAFTS.len())];
         if let Some(slot) = review.pointer_mut(pointer) {
             *slot = value;
-            let body = serde_json::to_vec(&review).unwrap_or_default();
+            let body = serde_json::to_vec(&review).expect("serializes");
             check_admission(&policy(), &body);
             check_conversion(&body);
         }

@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentic_webhook::client::{Alpn, Connection};
+use agentic_webhook::testkit::client::{Alpn, Connection};
 use bytes::Bytes;
 use common::*;
 use serde_json::{Value, json};
@@ -186,7 +186,7 @@ async fn malformed_bodies_get_clear_answers_and_the_server_keeps_answering() {
                 }
                 cases.push((
                     format!("{p} = {wrong}"),
-                    serde_json::to_vec(&w).unwrap_or_default(),
+                    serde_json::to_vec(&w).expect("serializes"),
                 ));
             }
         }
@@ -245,7 +245,7 @@ async fn malformed_bodies_get_clear_answers_and_the_server_keeps_answering() {
     let mut big: Value = fixture_json("02-apply-ssa-v1alpha2-modern.validate.json");
     big["request"]["object"]["spec"]["initialPrompt"] = json!("p".repeat(6 << 20));
     let resp = conn
-        .post("/validate", serde_json::to_vec(&big).unwrap_or_default())
+        .post("/validate", serde_json::to_vec(&big).expect("serializes"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status, 200);
@@ -477,7 +477,7 @@ async fn a_burst_beyond_the_concurrency_limit_is_shed_with_429() {
         let mut v = fixture_json("07-get-list-v1alpha1.convert-01.json");
         let one = v["request"]["objects"][0].clone();
         v["request"]["objects"] = Value::Array(vec![one; 300]);
-        Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+        Bytes::from(serde_json::to_vec(&v).expect("serializes"))
     };
     let base = connect(f.server.https, &f.ca, Alpn::H2).await;
     let mut tasks = Vec::new();
@@ -717,9 +717,9 @@ async fn cancelled_streams_leave_nothing_in_flight() {
 /// string shape: the prompt also goes into the patch).
 fn long_prompt_review(size: usize) -> Bytes {
     let mut v = fixture_json(GOOD);
-    let base = serde_json::to_vec(&v).unwrap_or_default().len();
+    let base = serde_json::to_vec(&v).expect("serializes").len();
     v["request"]["object"]["spec"]["prompt"] = json!("x".repeat(size.saturating_sub(base + 64)));
-    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    Bytes::from(serde_json::to_vec(&v).expect("serializes"))
 }
 
 /// A CREATE with `size` bytes of tiny environment variables (the costliest
@@ -731,7 +731,7 @@ fn value_dense_review(size: usize) -> Bytes {
         let vars: serde_json::Map<String, Value> =
             (0..n).map(|i| (format!("K{i}"), json!("v"))).collect();
         v["request"]["object"]["spec"]["environmentVariables"] = Value::Object(vars);
-        let body = serde_json::to_vec(&v).unwrap_or_default();
+        let body = serde_json::to_vec(&v).expect("serializes");
         if body.len() <= size {
             return Bytes::from(body);
         }
@@ -743,10 +743,10 @@ fn value_dense_review(size: usize) -> Bytes {
 fn large_conversion(size: usize) -> (Bytes, usize) {
     let mut v = fixture_json("07-get-list-v1alpha1.convert-01.json");
     let one = v["request"]["objects"][0].clone();
-    let each = serde_json::to_vec(&one).unwrap_or_default().len() + 1;
+    let each = serde_json::to_vec(&one).expect("serializes").len() + 1;
     let n = size.saturating_sub(4096) / each;
     v["request"]["objects"] = Value::Array(vec![one; n]);
-    (Bytes::from(serde_json::to_vec(&v).unwrap_or_default()), n)
+    (Bytes::from(serde_json::to_vec(&v).expect("serializes")), n)
 }
 
 /// Under a 128 MiB memory limit (read from a cgroup file, as in a pod), the

@@ -462,7 +462,7 @@ fn check_runner_template(docs: &[Value], d: &Deployment) {
         panic!("the shipped runner pod template: {e}");
     }
     // The whole ConfigMap is accepted too (`--runner-pod-template cm.yaml`).
-    let whole = serde_json::to_string(&cm).unwrap_or_default();
+    let whole = serde_json::to_string(&cm).expect("serializes");
     if let Err(e) = template::load(&whole, &base, true) {
         panic!("the shipped runner pod template as a ConfigMap: {e}");
     }
@@ -647,9 +647,9 @@ fn the_self_managed_overlay_grants_exactly_what_manage_certs_calls() {
 #[test]
 fn the_base_crd_is_the_canonical_crd() {
     let canonical =
-        std::fs::read_to_string(format!("{ROOT}/manifests/crd.yaml")).unwrap_or_default();
+        std::fs::read_to_string(format!("{ROOT}/manifests/crd.yaml")).expect("readable");
     let copy =
-        std::fs::read_to_string(format!("{ROOT}/manifests/base/crd.yaml")).unwrap_or_default();
+        std::fs::read_to_string(format!("{ROOT}/manifests/base/crd.yaml")).expect("readable");
     assert!(
         canonical == copy,
         "kustomize cannot load files outside a kustomization; copy manifests/crd.yaml to manifests/base/crd.yaml"

@@ -13,10 +13,11 @@ use agentic_webhook::lifecycle::cache::CacheWriters;
 use agentic_webhook::lifecycle::controller::{
     Context, Error, error_policy, reconcile, run_controller,
 };
+use agentic_webhook::lifecycle::metrics::Metrics;
 use agentic_webhook::lifecycle::notice::{NoticeBody, NoticeFuture, RunnerNotifier, RunnerRef};
 use agentic_webhook::lifecycle::plan::PlanConfig;
 use agentic_webhook::lifecycle::world::RunnerConfig;
-use agentic_webhook::server::metrics::Metrics;
+use agentic_webhook::telemetry::Registry;
 use common::mockapi::{
     self, Log, Recorded, Reply, event, lines, ok, quiet, stall, status, status_body, watch,
 };
@@ -48,7 +49,7 @@ impl RunnerNotifier for StubNotifier {
             c.push((
                 runner.namespace.into(),
                 body.path().into(),
-                serde_json::to_value(&body).unwrap_or_default(),
+                serde_json::to_value(&body).expect("serializes"),
             ));
         }
         let fail = self.fail;
@@ -94,8 +95,28 @@ fn service() -> Value {
     json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "session-s1", "namespace": "team-a"}})
 }
 
+/// The reconciler's series and the registry that exports them.
+struct Observed {
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+}
+
+impl Observed {
+    fn render(&self) -> String {
+        self.registry.render()
+    }
+}
+
+fn observed() -> Observed {
+    let registry = Registry::new();
+    Observed {
+        metrics: Metrics::register(&registry),
+        registry,
+    }
+}
+
 fn ctx(client: kube::Client, notifier: Arc<StubNotifier>) -> Arc<Context> {
-    ctx_with_metrics(client, notifier, Metrics::new())
+    ctx_with_metrics(client, notifier, observed().metrics)
 }
 
 fn ctx_with_metrics(
@@ -175,11 +196,16 @@ async fn a_pod_that_already_exists_is_adopted_not_duplicated() {
 async fn api_errors_requeue_with_growing_backoff_and_are_counted() {
     use agentic_webhook::lifecycle::controller::export_phases;
     let (client, _log) = mockapi::client(vec![]);
-    let metrics = Metrics::new();
-    let ctx = ctx_with_metrics(client, Arc::new(StubNotifier::default()), metrics.clone());
+    let metrics = observed();
+    let ctx = ctx_with_metrics(
+        client,
+        Arc::new(StubNotifier::default()),
+        metrics.metrics.clone(),
+    );
     let _writers = seed(&ctx, vec![], vec![]);
     let s: Arc<AgenticSession> = Arc::new(
-        serde_json::from_value(session(json!({"phase": "Pending"}), json!({}))).unwrap_or_default(),
+        serde_json::from_value(session(json!({"phase": "Pending"}), json!({})))
+            .expect("the expected shape"),
     );
     let mut delays = Vec::new();
     for _ in 0..3 {
@@ -197,7 +223,7 @@ async fn api_errors_requeue_with_growing_backoff_and_are_counted() {
             Action::requeue(Duration::from_secs(4))
         ]
     );
-    export_phases(&metrics, &[s.clone(), s]);
+    export_phases(&metrics.metrics, &[s.clone(), s]);
     let text = metrics.render();
     assert!(
         text.contains(r#"agentic_webhook_reconciles_total{result="error"} 3"#),
@@ -282,9 +308,13 @@ async fn a_reconcile_that_outlives_its_deadline_is_abandoned_and_requeued() {
     let obj = session(json!({"phase": "Pending", "attempt": 1}), json!({}));
     // No response deadline on this client: the whole-reconcile bound must act.
     let (client, log) = mockapi::client(vec![stall()]);
-    let metrics = Metrics::new();
-    let ctx = ctx_with_metrics(client, Arc::new(StubNotifier::default()), metrics.clone())
-        .with_reconcile_timeout(Duration::from_secs(10));
+    let metrics = observed();
+    let ctx = ctx_with_metrics(
+        client,
+        Arc::new(StubNotifier::default()),
+        metrics.metrics.clone(),
+    )
+    .with_reconcile_timeout(Duration::from_secs(10));
     let _writers = seed(&ctx, vec![], vec![service()]);
     let s = parse(obj);
     let err = reconcile(s.clone(), ctx.clone())
@@ -367,8 +397,12 @@ fn reconciled(log: &Log, name: &str) -> usize {
 #[tokio::test(start_paused = true)]
 async fn the_controller_outlasts_a_hung_list_api_errors_a_closed_watch_and_410_gone() {
     let (client, log) = mockapi::routed(cluster(), Duration::from_secs(30));
-    let metrics = Metrics::new();
-    let ctx = ctx_with_metrics(client, Arc::new(StubNotifier::default()), metrics.clone());
+    let metrics = observed();
+    let ctx = ctx_with_metrics(
+        client,
+        Arc::new(StubNotifier::default()),
+        metrics.metrics.clone(),
+    );
     let stop = tokio_util::sync::CancellationToken::new();
     let controller = tokio::spawn(run_controller(ctx, Some("team-a".into()), {
         let stop = stop.clone();
@@ -478,8 +512,8 @@ async fn notices_are_remembered_per_runner_pod_and_forgotten_with_the_session() 
     ));
     let (client, _log) = mockapi::routed(refusing_status_writes(), Duration::from_secs(5));
     let notifier = Arc::new(StubNotifier::default());
-    let metrics = Metrics::new();
-    let ctx = ctx_with_metrics(client, notifier.clone(), metrics.clone());
+    let metrics = observed();
+    let ctx = ctx_with_metrics(client, notifier.clone(), metrics.metrics.clone());
     let mut writers = seed(&ctx, vec![running_pod("pod-a")], vec![service()]);
     let told = || notifier.calls.lock().map(|c| c.len()).unwrap_or(0);
 
@@ -495,7 +529,7 @@ async fn notices_are_remembered_per_runner_pod_and_forgotten_with_the_session() 
     assert!(reconcile(obj.clone(), ctx.clone()).await.is_err());
     assert_eq!(told(), 2);
     assert_eq!(ctx.notice_entries(), 1);
-    let gauge = |m: &Metrics| common::metric(&m.render(), "agentic_webhook_runner_notice_entries");
+    let gauge = |m: &Observed| common::metric(&m.render(), "agentic_webhook_runner_notice_entries");
     assert_eq!(gauge(&metrics), Some(1.0));
     // The session is gone from the cache: its entry goes too.
     ctx.retain_sessions(std::slice::from_ref(&obj));

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agentic_webhook::certs;
-use agentic_webhook::client::{Alpn, Connection, Tls};
+use agentic_webhook::testkit::client::{Alpn, Connection, Tls};
 use common::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -309,7 +309,7 @@ fn serial_of_file(path: &Path) -> String {
     let pem = read(path);
     let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap_or_else(|e| panic!("{e}"));
     let cert = pem.parse_x509().unwrap_or_else(|e| panic!("{e}"));
-    agentic_webhook::server::tls::hex(cert.raw_serial())
+    agentic_webhook::certs::serving::hex(cert.raw_serial())
 }
 
 #[tokio::test]
@@ -721,7 +721,7 @@ async fn warn_only_rules_admit_with_a_warning_and_are_counted_apart() {
     let v = json(&resp.body);
     assert_eq!(v["response"]["allowed"], true, "{v}");
     let warnings: Vec<String> =
-        serde_json::from_value(v["response"]["warnings"].clone()).unwrap_or_default();
+        serde_json::from_value(v["response"]["warnings"].clone()).expect("the expected shape");
     assert!(
         warnings
             .iter()

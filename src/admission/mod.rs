@@ -4,14 +4,12 @@
 //! command) decode an `AdmissionReview`, call [`AdmissionService`], and
 //! encode the [`Verdict`].
 
-pub mod decode;
-pub mod field;
 pub mod git;
 pub mod mutate;
 pub mod review;
 #[cfg(test)]
 mod testkit;
-pub mod validate;
+pub(crate) mod validate;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -68,7 +66,7 @@ pub struct Config {
     pub principals: Principals,
     /// Rules whose denials become warnings (a stricter rule rolled out in
     /// audit mode first, like Gatekeeper's `warn` enforcement).
-    pub warn_only: Vec<field::Rule>,
+    pub warn_only: Vec<crate::api::field::Rule>,
 }
 
 /// The seam between the HTTP edge and the rules.
@@ -117,7 +115,7 @@ impl AdmissionService for Policy {
         // (serde would read a JSON array as a struct, field by position).
         let spec = req
             .object
-            .filter(|raw| decode::is_json_object(raw.get()))
+            .filter(|raw| crate::api::decode::is_json_object(raw.get()))
             .and_then(|raw| serde_json::from_str::<SpecOnly>(raw.get()).ok())
             .and_then(|o| o.spec);
         let m = mutate::mutate_spec(version, spec.as_ref());
@@ -148,7 +146,7 @@ mod tests {
         let obj = session(V1Alpha2, json!({"repos": [{"url": "https://h/o/api"}]}));
         let v = Case::create(V1Alpha2, obj.clone()).mutate();
         let patch: serde_json::Value =
-            serde_json::from_slice(&v.patch.unwrap_or_default()).unwrap_or_default();
+            serde_json::from_slice(&v.patch.unwrap_or_default()).expect("JSON");
         assert_eq!(
             patch,
             json!([{"op": "add", "path": "/spec/repos/0/branch", "value": "main"},

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::api::Version;
 use crate::api::common::repo_name;
 
-use super::field::warning;
+use crate::api::field::warning;
 
 pub const DEFAULT_BRANCH: &str = "main";
 
@@ -300,7 +300,7 @@ mod tests {
     fn apply(object: &Value, m: &Mutation) -> Value {
         let mut out = object.clone();
         let patch: json_patch::Patch =
-            serde_json::from_value(serde_json::to_value(&m.ops).unwrap_or_default())
+            serde_json::from_value(serde_json::to_value(&m.ops).expect("serializes"))
                 .unwrap_or_else(|e| panic!("patch does not parse: {e}"));
         json_patch::patch(&mut out, &patch).unwrap_or_else(|e| panic!("patch fails: {e}"));
         out
@@ -324,7 +324,7 @@ mod tests {
         }});
         let (out, m) = run(Version::V1Alpha1, obj);
         assert_eq!(
-            serde_json::to_value(&m.ops).unwrap_or_default(),
+            serde_json::to_value(&m.ops).expect("serializes"),
             json!([
                 {"op": "add", "path": "/spec/initialPrompt", "value": "Refactor the auth module"},
                 {"op": "remove", "path": "/spec/prompt"},

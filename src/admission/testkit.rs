@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::review::{self, Verdict};
+use super::review::{self, Operation, RequestBuilder, Verdict};
 use super::{AdmissionService, Config, Policy, Principals};
 use crate::api::Version;
 
@@ -110,36 +110,33 @@ impl Case {
     }
 
     pub fn body(&self) -> String {
-        let v = self.version.as_str();
-        let mut req = json!({
-            "uid": "test-uid",
-            "kind": {"group": "vteam.ambient-code", "version": v, "kind": "AgenticSession"},
-            "resource": {"group": "vteam.ambient-code", "version": v, "resource": "agenticsessions"},
-            "name": self.name,
-            "namespace": self.namespace,
-            "operation": self.operation,
-            "userInfo": {"username": self.user, "groups": self.groups},
-            "object": self.object,
-            "oldObject": self.old,
-            "dryRun": false,
-        });
-        if let Some(sub) = self.sub {
-            req["subResource"] = json!(sub);
-        }
-        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req})
-            .to_string()
+        let op = match self.operation {
+            "CREATE" => Operation::Create,
+            "UPDATE" => Operation::Update,
+            _ => Operation::Delete,
+        };
+        let body = RequestBuilder::new(op, self.version.as_str())
+            .named(&self.namespace, &self.name)
+            .user(&self.user, &self.groups)
+            .object(self.object.clone())
+            .old_object(self.old.clone())
+            .sub_resource(self.sub)
+            .to_vec();
+        String::from_utf8(body).expect("JSON is UTF-8")
     }
 
     pub fn validate(&self) -> Verdict {
         let body = self.body();
-        let (_, req) = review::decode(body.as_bytes()).unwrap_or_else(|e| panic!("decode: {e}"));
-        Policy::new(self.cfg.clone()).validate(&req)
+        let review = review::decode(body.as_bytes()).unwrap_or_else(|e| panic!("decode: {e}"));
+        let req = review.request();
+        Policy::new(self.cfg.clone()).validate(req)
     }
 
     pub fn mutate(&self) -> Verdict {
         let body = self.body();
-        let (_, req) = review::decode(body.as_bytes()).unwrap_or_else(|e| panic!("decode: {e}"));
-        Policy::new(self.cfg.clone()).mutate(&req)
+        let review = review::decode(body.as_bytes()).unwrap_or_else(|e| panic!("decode: {e}"));
+        let req = review.request();
+        Policy::new(self.cfg.clone()).mutate(req)
     }
 }
 

@@ -4,8 +4,11 @@
 //! maps the CRD marks `x-kubernetes-preserve-unknown-fields` are kept as JSON.
 
 pub mod common;
-pub mod object;
+pub(crate) mod decode;
+pub(crate) mod field;
+pub(crate) mod object;
 pub mod resource;
+pub(crate) mod review;
 pub mod status;
 pub mod v1alpha1;
 pub mod v1alpha2;
@@ -17,7 +20,7 @@ pub const KIND: &str = "AgenticSession";
 pub const PLURAL: &str = "agenticsessions";
 
 /// Annotations with meaning to this product.
-pub mod annotations {
+pub(crate) mod annotations {
     /// Values with no counterpart in the other version (JSON).
     pub const CONVERSION_DATA: &str = "vteam.ambient-code/conversion-data";
     /// `Running` or `Stopped`: what the user wants; cleared once acted on.

@@ -6,26 +6,17 @@
 //! is not the same object) are refused here rather than judged.
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::admission::review::{self, Verdict};
+use crate::admission::review::{self, RequestBuilder, Verdict};
 use crate::admission::{AdmissionService, Policy};
-use crate::api::{GROUP, KIND, PLURAL};
+use crate::api::{GROUP, KIND};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Operation {
     Create,
     Update,
-}
-
-impl Operation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Create => "CREATE",
-            Operation::Update => "UPDATE",
-        }
-    }
 }
 
 /// What is being written, by whom.
@@ -194,37 +185,25 @@ fn validate_case(case: &Case) -> Result<(Operation, String), CaseError> {
 }
 
 fn request(case: &Case, op: Operation, version: &str, object: &Value) -> Vec<u8> {
-    let meta = &object["metadata"];
-    let mut request = json!({
-        "uid": "offline-review",
-        "kind": {"group": GROUP, "version": version, "kind": KIND},
-        "resource": {"group": GROUP, "version": version, "resource": PLURAL},
-        "requestKind": {"group": GROUP, "version": version, "kind": KIND},
-        "requestResource": {"group": GROUP, "version": version, "resource": PLURAL},
-        "name": meta["name"],
-        "namespace": meta["namespace"],
-        "operation": op.as_str(),
-        "userInfo": {"username": case.user, "groups": case.groups},
-        "object": object,
-        "oldObject": case.old,
-        "dryRun": true,
-    });
-    if let (Some(sub), Value::Object(r)) = (&case.subresource, &mut request) {
-        r.insert("subResource".into(), json!(sub));
-        r.insert("requestSubResource".into(), json!(sub));
-    }
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": request,
-    }))
-    .unwrap_or_default()
+    let op = match op {
+        Operation::Create => review::Operation::Create,
+        Operation::Update => review::Operation::Update,
+    };
+    RequestBuilder::new(op, version)
+        .uid("offline-review")
+        .user(&case.user, &case.groups)
+        .object(Some(object.clone()))
+        .old_object(case.old.clone())
+        .sub_resource(case.subresource.as_deref())
+        .dry_run(true)
+        .to_vec()
 }
 
 /// Judge a raw AdmissionReview body (as `kwctl run --request-path` does):
 /// mutation (for the main resource), then validation of the result.
 pub fn check_review(policy: &Policy, body: &[u8]) -> Result<Outcome, CaseError> {
-    let (_, req) = review::decode(body).map_err(|e| CaseError::Review(e.to_string()))?;
+    let review = review::decode(body).map_err(|e| CaseError::Review(e.to_string()))?;
+    let req = review.request();
     let op = match req.operation.as_str() {
         "CREATE" => Operation::Create,
         "UPDATE" => Operation::Update,
@@ -266,8 +245,9 @@ pub fn check(policy: &Policy, case: &Case) -> Result<Outcome, CaseError> {
     // The mutating webhook is registered for the main resource only.
     if case.subresource.is_none() {
         let body = request(case, op, &version, &object);
-        let (_, req) = review::decode(&body).map_err(|e| CaseError::Review(e.to_string()))?;
-        let verdict = policy.mutate(&req);
+        let review = review::decode(&body).map_err(|e| CaseError::Review(e.to_string()))?;
+        let req = review.request();
+        let verdict = policy.mutate(req);
         warnings.extend(verdict.warnings.iter().cloned());
         if let Some(bytes) = &verdict.patch {
             let ops: json_patch::Patch = serde_json::from_slice(bytes)
@@ -278,8 +258,9 @@ pub fn check(policy: &Policy, case: &Case) -> Result<Outcome, CaseError> {
         }
     }
     let body = request(case, op, &version, &object);
-    let (_, req) = review::decode(&body).map_err(|e| CaseError::Review(e.to_string()))?;
-    let verdict = policy.validate(&req);
+    let review = review::decode(&body).map_err(|e| CaseError::Review(e.to_string()))?;
+    let req = review.request();
+    let verdict = policy.validate(req);
     warnings.extend(verdict.warnings.iter().cloned());
     let denial = denial(&verdict);
     Ok(Outcome {

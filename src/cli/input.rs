@@ -80,15 +80,6 @@ pub fn read_documents(path: &Path) -> anyhow::Result<Vec<Document>> {
     Ok(out)
 }
 
-/// Exactly one object.
-pub fn read_one(path: &Path) -> anyhow::Result<Value> {
-    let mut docs = read_documents(path)?;
-    match docs.len() {
-        1 => Ok(docs.remove(0).object),
-        n => anyhow::bail!("{}: expected one object, found {n}", path.display()),
-    }
-}
-
 /// Objects as YAML documents separated by `---`.
 pub fn to_yaml_stream(objects: &[Value]) -> anyhow::Result<String> {
     let mut out = String::new();

@@ -2,13 +2,13 @@
 
 mod audit;
 mod certs;
-pub mod check;
+pub(crate) mod check;
 mod convert;
-pub mod input;
+pub(crate) mod input;
 pub mod manifests;
 pub mod migrate;
 mod reconcile;
-pub mod review;
+pub(crate) mod review;
 mod serve;
 mod verify;
 
@@ -16,9 +16,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::admission::field::Rule;
 use crate::admission::git::HostPattern;
 use crate::admission::{Config, Limits, Principals};
+use crate::api::field::Rule;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -208,7 +208,7 @@ fn rule_id(text: &str) -> Result<Rule, String> {
         Some(Rule::Schema) => Err("schema errors cannot be warn-only".to_owned()),
         Some(rule) => Ok(rule),
         None => Err(format!(
-            "{text:?} is not a rule id (V1 to V23, docs/rules.md)"
+            "{text:?} is not a rule id that can deny (V1 to V23 but V12, V13, V16; docs/rules.md)"
         )),
     }
 }

@@ -13,12 +13,13 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::controller::{Context, run_controller};
+use crate::lifecycle::metrics::{ApiRequestLabels, Metrics};
 use crate::lifecycle::notice::{DEFAULT_RUNNER_URL_TEMPLATE, HttpNotifier, RunnerUrlTemplate};
 use crate::lifecycle::plan::PlanConfig;
 use crate::lifecycle::template;
 use crate::lifecycle::world::RunnerConfig;
-use crate::server::metrics::{ApiRequestLabels, Component, Metrics};
-use crate::server::probes::{self, Health};
+use crate::telemetry::Registry;
+use crate::telemetry::probes::{self, Health};
 use crate::{apiclient, duration, filewatch, quantity};
 
 #[derive(clap::Args, Debug)]
@@ -237,13 +238,14 @@ async fn reload_runner(
 
 async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     let (runner, template_fp) = load_runner(args)?;
-    let metrics = Metrics::for_component(Component::Reconciler);
+    let registry = Registry::new();
+    let metrics = Metrics::register(&registry);
     let health = Health::without_tls();
     let probe = tokio::net::TcpListener::bind(args.probe_addr)
         .await
         .with_context(|| format!("binding {}", args.probe_addr))?;
     let stop = CancellationToken::new();
-    let probe_router = probes::router(health.clone(), metrics.clone());
+    let probe_router = probes::router(health.clone(), registry);
     tokio::spawn({
         let stop = stop.clone();
         async move {

@@ -11,15 +11,14 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Policy;
-use crate::certmgr::{CertManager, ManagerConfig};
+use crate::certs::manage::{CertManager, ManagerConfig};
+use crate::certs::serving::{MinTlsVersion, TlsOptions};
+use crate::certs::watch::PairFiles;
 use crate::conversion::Converter;
 use crate::duration;
 use crate::server::budget;
 use crate::server::http::HttpLimits;
 use crate::server::listener::ConnLimits;
-use crate::server::metrics::{Component, Metrics};
-use crate::server::reload::PairFiles;
-use crate::server::tls::{MinTlsVersion, TlsOptions};
 use crate::server::{self, CertSource, Handles, ServeConfig};
 
 use super::PolicyArgs;
@@ -243,7 +242,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let handles = Handles::new(Metrics::for_component(Component::Webhook));
+        let handles = Handles::new(crate::telemetry::Registry::new());
         tracing::info!(
             memory_limit = memory_limit.unwrap_or(0),
             request_memory = limits.request_memory,
@@ -284,7 +283,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 },
                 handles.certs.clone(),
                 handles.health.clone(),
-                handles.metrics.clone(),
+                handles.cert_metrics.clone(),
             );
             tokio::spawn(manager.run(stop_certs.clone()));
         }

@@ -1,11 +1,11 @@
 //! CRD conversion between v1alpha1 and v1alpha2 (the hub), and the
 //! `/convert` core.
 
-pub mod any;
-pub mod convert;
-pub mod object;
+pub(crate) mod any;
+pub(crate) mod convert;
+pub(crate) mod object;
 pub mod review;
-pub mod stash;
+pub(crate) mod stash;
 
 use crate::api::Version;
 

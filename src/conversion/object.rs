@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::admission::decode::{decode_typed, is_json_object};
 use crate::api::annotations::CONVERSION_DATA;
+use crate::api::decode::{decode_typed, is_json_object};
 use crate::api::{Version, v1alpha1 as v1};
 
 use super::any::AnySpec;
@@ -373,7 +373,7 @@ mod tests {
                 .as_str()
                 .unwrap_or("{}"),
         )
-        .unwrap_or_default();
+        .expect("JSON");
         assert_eq!(
             stash,
             json!({"spec": {"prompt": "old", "mainRepoIndex": 5, "botAccount": {"name": "bot"}},
@@ -414,7 +414,7 @@ mod tests {
             "status": {"phase": "Error", "result": "boom"}});
         let out = normalize_object(&stored.to_string(), Version::V1Alpha2)
             .unwrap_or_else(|e| panic!("{e}"));
-        let v: Value = serde_json::from_slice(&out).unwrap_or_default();
+        let v: Value = serde_json::from_slice(&out).expect("JSON");
         assert_eq!(
             v["spec"],
             json!({"initialPrompt": "p", "mainRepo": "api", "timeoutSeconds": 600,
@@ -428,10 +428,7 @@ mod tests {
         // Canonical objects are a fixed point.
         let again = normalize_object(std::str::from_utf8(&out).unwrap_or(""), Version::V1Alpha2)
             .unwrap_or_default();
-        assert_eq!(
-            serde_json::from_slice::<Value>(&again).unwrap_or_default(),
-            v
-        );
+        assert_eq!(serde_json::from_slice::<Value>(&again).expect("JSON"), v);
     }
 
     #[test]

@@ -4,53 +4,21 @@
 //! same order. The apiserver sends an empty `response` stub with every
 //! request; it is ignored.
 
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
+
+use crate::api::review::{Review, ReviewRequest, ReviewVersion};
+
+pub use crate::api::review::ReviewError;
 
 pub const KIND: &str = "ConversionReview";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReviewVersion {
-    V1,
-    V1Beta1,
-}
+/// A decoded ConversionReview.
+pub type ConversionReview<'a> = Review<ConversionRequest<'a>>;
 
-impl ReviewVersion {
-    pub fn api_version(self) -> &'static str {
-        match self {
-            ReviewVersion::V1 => "apiextensions.k8s.io/v1",
-            ReviewVersion::V1Beta1 => "apiextensions.k8s.io/v1beta1",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "apiextensions.k8s.io/v1" => Some(ReviewVersion::V1),
-            "apiextensions.k8s.io/v1beta1" => Some(ReviewVersion::V1Beta1),
-            _ => None,
-        }
-    }
-}
-
-/// Why a body is not a usable ConversionReview: HTTP 400.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ReviewError {
-    #[error("request body is not valid JSON: {0}")]
-    NotJson(String),
-    #[error("request body is not a ConversionReview: {0}")]
-    BadShape(String),
-    #[error(
-        "apiVersion must be apiextensions.k8s.io/v1 or apiextensions.k8s.io/v1beta1, got {0:?}"
-    )]
-    WrongApiVersion(String),
-    #[error("kind must be ConversionReview, got {0:?}")]
-    WrongKind(String),
-    #[error("ConversionReview has no request")]
-    MissingRequest,
-    #[error("ConversionReview request has no uid")]
-    MissingUid,
+pub fn decode(body: &[u8]) -> Result<ConversionReview<'_>, ReviewError> {
+    Review::decode(body)
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,54 +32,45 @@ pub struct ConversionRequest<'a> {
     pub objects: Vec<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(rename = "apiVersion", borrow, default)]
-    api_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    request: Option<ConversionRequest<'a>>,
-}
+impl ReviewRequest for ConversionRequest<'_> {
+    const KIND: &'static str = KIND;
+    const API_VERSIONS: [&'static str; 2] =
+        ["apiextensions.k8s.io/v1", "apiextensions.k8s.io/v1beta1"];
 
-fn check_type(body: &[u8]) -> Result<(), ReviewError> {
-    use crate::admission::review::{TypeMismatch, type_mismatch};
-    match type_mismatch(body, |v| ReviewVersion::parse(v).is_some(), KIND) {
-        Some(TypeMismatch::ApiVersion(v)) => Err(ReviewError::WrongApiVersion(v)),
-        Some(TypeMismatch::Kind(k)) => Err(ReviewError::WrongKind(k)),
-        None => Ok(()),
+    fn uid(&self) -> &str {
+        &self.uid
     }
 }
 
-pub fn decode(body: &[u8]) -> Result<(ReviewVersion, ConversionRequest<'_>), ReviewError> {
-    if body.trim_ascii_start().first() != Some(&b'{') {
-        return Err(
-            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                Ok(_) => ReviewError::BadShape("expected a JSON object".into()),
-                Err(e) => ReviewError::NotJson(e.to_string()),
-            },
-        );
+/// A ConversionReview request as the apiserver sends one (tests, the load
+/// generator): `objects` to convert to `desired_api_version`.
+pub fn request_body(uid: &str, desired_api_version: &str, objects: &[Value]) -> Vec<u8> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct RequestOut<'a> {
+        uid: &'a str,
+        #[serde(rename = "desiredAPIVersion")]
+        desired_api_version: &'a str,
+        objects: &'a [Value],
     }
-    let env: Envelope<'_> = match serde_json::from_slice(body) {
-        Ok(env) => env,
-        Err(e) if e.classify() == serde_json::error::Category::Data => {
-            check_type(body)?;
-            return Err(ReviewError::BadShape(e.to_string()));
-        }
-        Err(e) => return Err(ReviewError::NotJson(e.to_string())),
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ReviewOut<'a> {
+        kind: &'static str,
+        api_version: &'static str,
+        request: RequestOut<'a>,
+    }
+    let review = ReviewOut {
+        kind: KIND,
+        api_version: ReviewVersion::V1.api_version::<ConversionRequest<'_>>(),
+        request: RequestOut {
+            uid,
+            desired_api_version,
+            objects,
+        },
     };
-    let api_version = env.api_version.as_deref().unwrap_or("");
-    let version = ReviewVersion::parse(api_version)
-        .ok_or_else(|| ReviewError::WrongApiVersion(api_version.to_owned()))?;
-    let kind = env.kind.as_deref().unwrap_or("");
-    if kind != KIND {
-        return Err(ReviewError::WrongKind(kind.to_owned()));
-    }
-    let request = env.request.ok_or(ReviewError::MissingRequest)?;
-    if request.uid.is_empty() {
-        return Err(ReviewError::MissingUid);
-    }
-    Ok((version, request))
+    // Values and plain structs always serialize.
+    serde_json::to_vec(&review).unwrap_or_default()
 }
 
 /// Converted objects (raw JSON, request order) in one buffer, joined by
@@ -179,77 +138,114 @@ struct ResultOut<'a> {
     message: Option<&'a str>,
 }
 
-/// The response as three pieces, sent one after the other: the envelope up
-/// to the objects, the objects as converted (our own serializer's output,
-/// spliced in without another copy), and the rest.
-pub fn encode_parts(version: ReviewVersion, uid: &str, outcome: Outcome) -> [Vec<u8>; 3] {
-    let (objects, message) = match outcome {
-        Outcome::Success(c) => (c.joined, None),
-        Outcome::Failure(msg) => (Vec::new(), Some(msg)),
-    };
-    let result = ResultOut {
-        status: if message.is_some() {
-            "Failure"
-        } else {
-            "Success"
-        },
-        message: message.as_deref(),
-    };
-    let mut head = Vec::with_capacity(160);
-    head.extend_from_slice(b"{\"apiVersion\":\"");
-    head.extend_from_slice(version.api_version().as_bytes());
-    head.extend_from_slice(b"\",\"kind\":\"ConversionReview\",\"response\":{\"uid\":");
-    // Strings and a two-field struct always serialize.
-    let _ = serde_json::to_writer(&mut head, uid);
-    head.extend_from_slice(b",\"convertedObjects\":[");
-    let mut tail = b"],\"result\":".to_vec();
-    let _ = serde_json::to_writer(&mut tail, &result);
-    tail.extend_from_slice(b"}}");
-    [head, objects, tail]
+impl Review<ConversionRequest<'_>> {
+    /// The answer carrying `outcome`: same apiVersion, same uid.
+    pub fn answer(&self, outcome: Outcome) -> ConversionAnswer<'_> {
+        ConversionAnswer {
+            api_version: self.api_version(),
+            uid: self.uid(),
+            outcome,
+        }
+    }
 }
 
-/// The response in one buffer.
-pub fn encode(version: ReviewVersion, uid: &str, outcome: &Outcome) -> Vec<u8> {
-    encode_parts(version, uid, outcome.clone()).concat()
+/// The ConversionReview answering one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversionAnswer<'r> {
+    api_version: &'static str,
+    uid: &'r str,
+    outcome: Outcome,
+}
+
+impl ConversionAnswer<'_> {
+    /// The response as three pieces, sent one after the other: the envelope
+    /// up to the objects, the objects as converted (our own serializer's
+    /// output, spliced in without another copy), and the rest.
+    pub fn into_parts(self) -> [Vec<u8>; 3] {
+        let (objects, message) = match self.outcome {
+            Outcome::Success(c) => (c.joined, None),
+            Outcome::Failure(msg) => (Vec::new(), Some(msg)),
+        };
+        let result = ResultOut {
+            status: if message.is_some() {
+                "Failure"
+            } else {
+                "Success"
+            },
+            message: message.as_deref(),
+        };
+        let mut head = Vec::with_capacity(160);
+        head.extend_from_slice(b"{\"apiVersion\":\"");
+        head.extend_from_slice(self.api_version.as_bytes());
+        head.extend_from_slice(b"\",\"kind\":\"ConversionReview\",\"response\":{\"uid\":");
+        // Strings and a two-field struct always serialize.
+        let _ = serde_json::to_writer(&mut head, self.uid);
+        head.extend_from_slice(b",\"convertedObjects\":[");
+        let mut tail = b"],\"result\":".to_vec();
+        let _ = serde_json::to_writer(&mut tail, &result);
+        tail.extend_from_slice(b"}}");
+        [head, objects, tail]
+    }
+
+    /// The response in one buffer.
+    pub fn to_vec(self) -> Vec<u8> {
+        self.into_parts().concat()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    const MIN: &str = r#"{"kind":"ConversionReview","apiVersion":"apiextensions.k8s.io/v1","request":{"uid":"u\"1","desiredAPIVersion":"vteam.ambient-code/v1alpha2","objects":[{"a":1},{"b":2}]},"response":{"uid":"","convertedObjects":null,"result":{"metadata":{}}}}"#;
+
+    fn json_of(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).expect("the answer is JSON")
+    }
 
     #[test]
     fn accepts_the_apiservers_response_stub_and_keeps_order() {
-        let body = br#"{"kind":"ConversionReview","apiVersion":"apiextensions.k8s.io/v1","request":{"uid":"u","desiredAPIVersion":"vteam.ambient-code/v1alpha2","objects":[{"a":1},{"b":2}]},"response":{"uid":"","convertedObjects":null,"result":{"metadata":{}}}}"#;
-        let (v, req) = decode(body).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(v, ReviewVersion::V1);
+        let review = decode(MIN.as_bytes()).expect("decodes");
+        assert_eq!(review.api_version(), "apiextensions.k8s.io/v1");
         assert_eq!(
-            req.objects.iter().map(|o| o.get()).collect::<Vec<_>>(),
+            review
+                .request()
+                .objects
+                .iter()
+                .map(|o| o.get())
+                .collect::<Vec<_>>(),
             [r#"{"a":1}"#, r#"{"b":2}"#]
         );
     }
 
     #[test]
     fn encodes_success_and_failure() {
-        let ok = encode(
-            ReviewVersion::V1Beta1,
-            "u\"1",
-            &Outcome::Success(Converted::from_objects([b"{}".to_vec(), b"[1]".to_vec()])),
+        let body = MIN.replace(
+            "apiextensions.k8s.io/v1\"",
+            "apiextensions.k8s.io/v1beta1\"",
         );
-        let v: serde_json::Value = serde_json::from_slice(&ok).unwrap_or_default();
+        let review = decode(body.as_bytes()).expect("decodes");
+        let ok = review
+            .answer(Outcome::Success(Converted::from_objects([
+                b"{}".to_vec(),
+                b"[1]".to_vec(),
+            ])))
+            .to_vec();
         assert_eq!(
-            v,
-            serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "ConversionReview",
+            json_of(&ok),
+            json!({"apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "ConversionReview",
             "response": {"uid": "u\"1", "convertedObjects": [{}, [1]], "result": {"status": "Success"}}})
         );
-        let bad = encode(
-            ReviewVersion::V1,
-            "u",
-            &Outcome::Failure("ns/x: nope".into()),
-        );
-        let v: serde_json::Value = serde_json::from_slice(&bad).unwrap_or_default();
+        let bad = review
+            .answer(Outcome::Failure("ns/x: nope".into()))
+            .to_vec();
         assert_eq!(
-            v["response"]["result"],
-            serde_json::json!({"status": "Failure", "message": "ns/x: nope"})
+            json_of(&bad),
+            json!({"apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "ConversionReview",
+            "response": {"uid": "u\"1", "convertedObjects": [],
+                         "result": {"status": "Failure", "message": "ns/x: nope"}}})
         );
     }
 
@@ -262,30 +258,51 @@ mod tests {
             [b"{\"a\":1}".as_slice(), b"[]", b"{}"]
         );
         assert_eq!(Converted::default().iter().count(), 0);
-        let [head, objects, tail] =
-            encode_parts(ReviewVersion::V1, "u", Outcome::Success(c.clone()));
+        let review = decode(MIN.as_bytes()).expect("decodes");
+        let [head, objects, tail] = review.answer(Outcome::Success(c)).into_parts();
         assert_eq!(objects, b"{\"a\":1},[],{}");
-        let whole: serde_json::Value =
-            serde_json::from_slice(&[head, objects, tail].concat()).unwrap_or_default();
+        let whole = json_of(&[head, objects, tail].concat());
         assert_eq!(
             whole["response"]["convertedObjects"],
-            serde_json::json!([{"a": 1}, [], {}])
+            json!([{"a": 1}, [], {}])
+        );
+    }
+
+    #[test]
+    fn the_request_builder_makes_what_the_decoder_reads() {
+        let body = request_body("u", "vteam.ambient-code/v1alpha1", &[json!({"a": 1})]);
+        let review = decode(&body).expect("decodes");
+        assert_eq!(review.uid(), "u");
+        assert_eq!(
+            review.request().desired_api_version,
+            "vteam.ambient-code/v1alpha1"
+        );
+        assert_eq!(
+            review
+                .request()
+                .objects
+                .iter()
+                .map(|o| o.get())
+                .collect::<Vec<_>>(),
+            [r#"{"a":1}"#]
         );
     }
 
     #[test]
     fn malformed_reviews_are_classified() {
         assert!(matches!(decode(b"{"), Err(ReviewError::NotJson(_))));
-        assert!(matches!(decode(b"7"), Err(ReviewError::BadShape(_))));
-        assert!(matches!(decode(br#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview","request":{"uid":"u","objects":{}}}"#), Err(ReviewError::BadShape(_))));
+        assert!(matches!(decode(b"7"), Err(ReviewError::BadShape { .. })));
+        assert!(matches!(decode(br#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview","request":{"uid":"u","objects":{}}}"#), Err(ReviewError::BadShape { .. })));
         assert_eq!(
             decode(br#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview"}"#).err(),
-            Some(ReviewError::MissingRequest)
+            Some(ReviewError::MissingRequest { kind: KIND })
         );
-        assert_eq!(decode(br#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview","request":{}}"#).err(), Some(ReviewError::MissingUid));
-        assert!(matches!(
-            decode(br#"{"apiVersion":"admission.k8s.io/v1","kind":"ConversionReview"}"#),
-            Err(ReviewError::WrongApiVersion(_))
-        ));
+        assert_eq!(decode(br#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview","request":{}}"#).err(), Some(ReviewError::MissingUid { kind: KIND }));
+        assert_eq!(
+            decode(br#"{"apiVersion":"admission.k8s.io/v1","kind":"ConversionReview"}"#)
+                .err()
+                .map(|e| e.to_string()),
+            Some(r#"apiVersion must be apiextensions.k8s.io/v1 or apiextensions.k8s.io/v1beta1, got "admission.k8s.io/v1""#.to_owned())
+        );
     }
 }

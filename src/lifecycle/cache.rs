@@ -280,7 +280,7 @@ mod tests {
                          "ownerReferences": [{"apiVersion": "v", "kind": "AgenticSession", "name": "s1",
                                               "uid": owner, "controller": true}]},
         }))
-        .unwrap_or_default()
+        .expect("the expected shape")
     }
 
     #[tokio::test]

@@ -28,11 +28,12 @@ use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use super::metrics::{Metrics, PhaseLabel};
 use crate::api::KIND;
 use crate::api::annotations::DESIRED_PHASE;
 use crate::api::resource::AgenticSession;
 use crate::api::v1alpha2::API_VERSION;
-use crate::server::metrics::{Metrics, PhaseLabel, ResultLabel};
+use crate::telemetry::ResultLabel;
 
 use super::cache::{Cache, CacheWriters};
 use super::events;

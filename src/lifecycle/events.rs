@@ -4,8 +4,8 @@
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 
+use super::metrics::Metrics;
 use crate::api::resource::AgenticSession;
-use crate::server::metrics::Metrics;
 
 use super::plan::Happened;
 

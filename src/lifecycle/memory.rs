@@ -159,6 +159,7 @@ impl Memory {
     }
 
     /// Written statuses the cache has not shown yet.
+    #[cfg(test)]
     pub fn written_entries(&self) -> usize {
         self.written.lock().map(|m| m.len()).unwrap_or(0)
     }

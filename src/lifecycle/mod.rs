@@ -6,10 +6,11 @@
 
 pub mod cache;
 pub mod controller;
-pub mod events;
-pub mod memory;
+pub(crate) mod events;
+pub(crate) mod memory;
+pub mod metrics;
 pub mod notice;
 pub mod plan;
-pub mod restricted;
+pub(crate) mod restricted;
 pub mod template;
 pub mod world;

@@ -23,7 +23,7 @@ use crate::api::status::{
 };
 use crate::api::v1alpha2::{Repo, SessionSpec, SessionStatus};
 
-pub mod conditions {
+pub(crate) mod conditions {
     pub const POD_CREATED: &str = "PodCreated";
     pub const RUNNER_STARTED: &str = "RunnerStarted";
     pub const REPOS_RECONCILED: &str = "ReposReconciled";

@@ -29,12 +29,12 @@ fn session(extra: Value) -> AgenticSession {
             }
         }
     }
-    serde_json::from_value(v).unwrap_or_default()
+    serde_json::from_value(v).expect("the expected shape")
 }
 
 fn pod_json(text: &str, s: &AgenticSession) -> Value {
     let cfg = load(text, &base(), false).unwrap_or_else(|e| panic!("{e}"));
-    serde_json::to_value(runner_pod(s, 3, &cfg)).unwrap_or_default()
+    serde_json::to_value(runner_pod(s, 3, &cfg)).expect("serializes")
 }
 
 fn err(text: &str) -> String {
@@ -150,7 +150,7 @@ fn the_template_is_kept_and_the_runner_filled_in() {
 #[test]
 fn without_a_template_the_runner_is_restricted_and_never_best_effort() {
     let cfg = base();
-    let pod = serde_json::to_value(runner_pod(&session(json!({})), 1, &cfg)).unwrap_or_default();
+    let pod = serde_json::to_value(runner_pod(&session(json!({})), 1, &cfg)).expect("serializes");
     let runner = &pod["spec"]["containers"][0];
     assert_eq!(pod["spec"]["containers"].as_array().map(Vec::len), Some(1));
     assert_eq!(runner["image"], "runner:1");
@@ -161,7 +161,7 @@ fn without_a_template_the_runner_is_restricted_and_never_best_effort() {
     assert_eq!(check_restricted(&cfg), Ok(()));
     // No flags, no template: no resources at all rather than an empty object.
     let bare = runner_pod(&session(json!({})), 1, &RunnerConfig::with_image("r"));
-    let bare = serde_json::to_value(bare).unwrap_or_default();
+    let bare = serde_json::to_value(bare).expect("serializes");
     assert_eq!(bare["spec"]["containers"][0].get("resources"), None);
 }
 
@@ -457,14 +457,14 @@ proptest! {
         attempt in 1i64..5,
         sa in prop::option::of("[a-z]{1,8}"),
     ) {
-        let text = serde_json::to_string(&template).unwrap_or_default();
+        let text = serde_json::to_string(&template).expect("serializes");
         let cfg = load(&text, &base(), false).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut s = session(json!({}));
         if let Some(sa) = &sa {
             s.metadata.annotations = Some([(crate::api::annotations::RUNNER_SA.to_owned(), sa.clone())].into());
         }
         let pod = runner_pod(&s, attempt, &cfg);
-        let got = serde_json::to_value(&pod).unwrap_or_default();
+        let got = serde_json::to_value(&pod).expect("serializes");
         let mut kept = template.clone();
         if sa.is_some() && let Some(spec) = kept["spec"].as_object_mut() {
             spec.remove("serviceAccountName");
@@ -492,7 +492,7 @@ proptest! {
         prop_assert!(runner["ports"].as_array().into_iter().flatten().any(|p| p["containerPort"] == 8001));
         // The reconciler's variables follow the template's, all of them.
         let bare = runner_pod(&s, attempt, &RunnerConfig::with_image("runner:1"));
-        let ours = serde_json::to_value(&bare).unwrap_or_default()["spec"]["containers"][0]["env"].clone();
+        let ours = serde_json::to_value(&bare).expect("serializes")["spec"]["containers"][0]["env"].clone();
         let env = runner["env"].as_array().cloned().unwrap_or_default();
         let template_env = template_runner.and_then(|r| r["env"].as_array()).map_or(0, Vec::len);
         for var in ours.as_array().into_iter().flatten() {

@@ -508,13 +508,13 @@ mod tests {
             "spec": {"initialPrompt": "go", "repos": [{"url": "https://h/o/api", "branch": "main"}],
                      "environmentVariables": {"LOG_LEVEL": "debug"}, "llmSettings": {"temperature": 1}}
         }))
-        .unwrap_or_default()
+        .expect("the expected shape")
     }
 
     #[test]
     fn the_runner_pod_is_owned_named_by_attempt_and_built_from_the_spec() {
         let pod = runner_pod(&session(), 2, &RunnerConfig::with_image("runner:1"));
-        let v = serde_json::to_value(&pod).unwrap_or_default();
+        let v = serde_json::to_value(&pod).expect("serializes");
         assert_eq!(v["metadata"]["name"], "s1-runner-2");
         assert_eq!(v["metadata"]["labels"][LABEL_ATTEMPT], "2");
         assert_eq!(
@@ -544,7 +544,7 @@ mod tests {
             .iter()
             .filter_map(|c| c.parse().ok())
             .collect();
-        let v = serde_json::to_value(runner_egress_policy("team-a", &denied)).unwrap_or_default();
+        let v = serde_json::to_value(runner_egress_policy("team-a", &denied)).expect("serializes");
         assert_eq!(v["metadata"]["name"], "agentic-runner-egress");
         assert_eq!(v["metadata"]["namespace"], "team-a");
         assert_eq!(
@@ -566,7 +566,7 @@ mod tests {
         );
         // The runner pod carries the labels the policy selects.
         let pod = serde_json::to_value(runner_pod(&session(), 1, &RunnerConfig::with_image("r")))
-            .unwrap_or_default();
+            .expect("serializes");
         for (k, want) in v["spec"]["podSelector"]["matchLabels"]
             .as_object()
             .into_iter()
@@ -586,7 +586,7 @@ mod tests {
                 {"name": "runner", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
                  "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}
         }))
-        .unwrap_or_default();
+        .expect("the expected shape");
         let view = pod_view(&pod);
         assert_eq!(view.phase, PodPhase::Running);
         assert_eq!(

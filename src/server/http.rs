@@ -27,10 +27,9 @@ use crate::conversion::ConversionService;
 use crate::conversion::review::{self as conversion_review, Outcome};
 use crate::duration;
 
-use super::metrics::{
-    AdmissionLabels, DirectionLabels, Metrics, Raised, RuleLabel, WebhookCodeLabels,
-};
+use super::metrics::{AdmissionLabels, DirectionLabels, Metrics, RuleLabel, WebhookCodeLabels};
 use super::{budget, early, hold};
+use crate::telemetry::Raised;
 
 pub const MUTATE: &str = "/mutate";
 pub const VALIDATE: &str = "/validate";
@@ -448,19 +447,20 @@ fn admission(app: &App, endpoint: Endpoint, body: &[u8]) -> Response {
         Endpoint::Mutate => MUTATE,
         Endpoint::Validate => VALIDATE,
     };
-    let (version, req) = match admission_review::decode(body) {
-        Ok(ok) => ok,
+    let review = match admission_review::decode(body) {
+        Ok(review) => review,
         Err(e) => {
             tracing::debug!(path, status = 400, error = %e, "bad admission review");
             return plain(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
+    let req = review.request();
     let verdict = match endpoint {
-        Endpoint::Mutate => app.admission.mutate(&req),
-        Endpoint::Validate => app.admission.validate(&req),
+        Endpoint::Mutate => app.admission.mutate(req),
+        Endpoint::Validate => app.admission.validate(req),
     };
-    record_admission(app, path, &req, &verdict);
-    let out = admission_review::encode(version, &req.uid, &verdict);
+    record_admission(app, path, req, &verdict);
+    let out = review.answer_ref(&verdict).to_vec();
     tracing::debug!(
         uid = %req.uid,
         path,
@@ -542,19 +542,20 @@ async fn convert(State(app): State<Arc<App>>, req: Request) -> Response {
         Err(resp) => return resp,
     };
     let started = Instant::now();
-    let (version, req) = match conversion_review::decode(&body) {
-        Ok(ok) => ok,
+    let review = match conversion_review::decode(&body) {
+        Ok(review) => review,
         Err(e) => {
             tracing::debug!(path = CONVERT, status = 400, error = %e, "bad conversion review");
             return plain(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
+    let req = review.request();
     let cost = budget::conversion_cost(body.len(), &req.objects);
     let held = match reserve(&app, cost, charged) {
         Ok(held) => held,
         Err(refusal) => return refusal.answer(&app),
     };
-    let (outcome, counts) = app.conversion.convert(&req);
+    let (outcome, counts) = app.conversion.convert(req);
     for (direction, n) in [
         ("to_v1alpha1", counts.to_v1alpha1),
         ("to_v1alpha2", counts.to_v1alpha2),
@@ -581,7 +582,7 @@ async fn convert(State(app): State<Arc<App>>, req: Request) -> Response {
         duration_us = started.elapsed().as_micros() as u64,
         "conversion review"
     );
-    let parts = conversion_review::encode_parts(version, &req.uid, outcome);
+    let parts = review.answer(outcome).into_parts();
     let length = parts.iter().map(Vec::len).sum::<usize>();
     let chunks = parts.map(|p| Ok::<_, std::convert::Infallible>(Bytes::from(p)));
     let resp = (
@@ -627,7 +628,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_is_answered_500_counted_and_survived() {
-        let metrics = Metrics::new();
+        let registry = crate::telemetry::Registry::new();
+        let metrics = Metrics::register(&registry);
         let app = App::new(
             Arc::new(Panicky),
             Arc::new(Converter),
@@ -642,7 +644,7 @@ mod tests {
             .unwrap_or_else(|e| match e {});
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(metrics.panics.get(), 1);
-        let text = metrics.render();
+        let text = registry.render();
         assert!(
             text.contains(
                 r#"controller_runtime_webhook_requests_total{webhook="/mutate",code="500"} 1"#
@@ -659,7 +661,7 @@ mod tests {
 
     #[tokio::test]
     async fn overload_is_shed_with_429_before_the_deadline() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::register(&crate::telemetry::Registry::new());
         let limits = HttpLimits {
             max_concurrent: 1,
             ..HttpLimits::default()

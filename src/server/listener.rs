@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::metrics::{Metrics, ProtocolLabel, Raised, RetireLabel};
+use super::metrics::{Metrics, ProtocolLabel, RetireLabel};
+use crate::telemetry::Raised;
 
 #[derive(Clone, Debug)]
 pub struct ConnLimits {

@@ -3,16 +3,12 @@
 //! pure cores through [`AdmissionService`] and [`ConversionService`].
 
 pub mod budget;
-pub mod early;
-pub mod hold;
-pub mod http;
+pub(crate) mod early;
+pub(crate) mod hold;
+pub(crate) mod http;
 pub mod listener;
-pub mod memory;
+pub(crate) mod memory;
 pub mod metrics;
-pub mod probes;
-pub mod process;
-pub mod reload;
-pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,9 +24,11 @@ use tokio_util::task::TaskTracker;
 use crate::admission::AdmissionService;
 use crate::conversion::ConversionService;
 
+use crate::certs::serving::{self as tls, CertStore, TlsOptions};
+use crate::certs::watch as reload;
+use crate::telemetry::Registry;
+use crate::telemetry::probes::{self, Health};
 use metrics::Metrics;
-use probes::Health;
-use tls::{CertStore, TlsOptions};
 
 /// Where the serving pair comes from.
 #[derive(Clone, Debug)]
@@ -66,17 +64,23 @@ pub struct ServeConfig {
 pub struct Handles {
     pub certs: Arc<CertStore>,
     pub health: Arc<Health>,
+    /// Everything `/metrics` exports.
+    pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    pub cert_metrics: Arc<crate::certs::metrics::Metrics>,
 }
 
 impl Handles {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// The webhook's and its certificate's series, registered in `registry`.
+    pub fn new(registry: Arc<Registry>) -> Self {
         let certs = CertStore::new();
         let health = Health::new(certs.clone());
         Handles {
             certs,
             health,
-            metrics,
+            metrics: Metrics::register(&registry),
+            cert_metrics: crate::certs::metrics::Metrics::register(&registry),
+            registry,
         }
     }
 }
@@ -108,7 +112,9 @@ pub async fn run(
     let Handles {
         certs,
         health,
+        registry,
         metrics,
+        cert_metrics,
     } = handles;
 
     let mut loaded_fingerprint = 0;
@@ -116,14 +122,14 @@ pub async fn run(
         CertSource::Files(files) => {
             let (pair, fp) = reload::load_files(files)?;
             loaded_fingerprint = fp;
-            reload::install(&certs, &metrics, pair);
+            reload::install(&certs, &cert_metrics, pair);
         }
         CertSource::SelfSigned { ca_out } => {
             let (ca, pair) =
                 crate::certs::self_signed_localhost(Duration::from_secs(365 * 86_400))?;
             crate::certs::write_ca_cert(ca_out, &ca)?;
             let loaded = tls::load_pair(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())?;
-            reload::install(&certs, &metrics, loaded);
+            reload::install(&certs, &cert_metrics, loaded);
             tracing::info!(ca = %ca_out.display(), "self-signed certificate for localhost/127.0.0.1; CA written");
         }
         CertSource::External => {}
@@ -149,7 +155,7 @@ pub async fn run(
     let tracker = TaskTracker::new();
 
     let probe_token = CancellationToken::new();
-    let probe_router = probes::router(health.clone(), metrics.clone());
+    let probe_router = probes::router(health.clone(), registry);
     let probe_task = tokio::spawn({
         let token = probe_token.clone();
         async move {
@@ -167,7 +173,7 @@ pub async fn run(
             files.clone(),
             loaded_fingerprint,
             certs.clone(),
-            metrics.clone(),
+            cert_metrics.clone(),
             cfg.cert_poll_interval,
             shutdown.close.clone(),
         ));

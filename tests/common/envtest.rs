@@ -346,6 +346,7 @@ pub fn free_port() -> u16 {
 }
 
 fn tail(path: &Path, lines: usize) -> String {
+    // Diagnostics only: a missing log is an empty tail, not a second panic.
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -655,7 +656,7 @@ impl ControlPlane {
         static WRITES: AtomicUsize = AtomicUsize::new(0);
         let n = WRITES.fetch_add(1, Ordering::Relaxed);
         let tmp = path.with_extension(format!("{}.{n}.tmp", std::process::id()));
-        let text = serde_json::to_string_pretty(&config).unwrap_or_default();
+        let text = serde_json::to_string_pretty(&config).expect("serializes");
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -42,7 +42,7 @@ pub async fn create_session(client: &kube::Client, ns: &str, name: &str, spec: V
         .create(&kube::api::PostParams::default(), &o)
         .await
         .unwrap_or_else(|e| panic!("creating {name}: {e}"));
-    serde_json::to_value(created).unwrap_or_default()
+    serde_json::to_value(created).expect("serializes")
 }
 
 /// `agentic-webhook reconcile` as the reconciler's service account, its

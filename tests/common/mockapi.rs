@@ -95,7 +95,7 @@ fn lines_body(events: Vec<Value>, stay_open: bool) -> MockBody {
     let frames: Vec<Result<Frame<Bytes>, Infallible>> = events
         .iter()
         .map(|e| {
-            let mut line = serde_json::to_vec(e).unwrap_or_default();
+            let mut line = serde_json::to_vec(e).expect("serializes");
             line.push(b'\n');
             Ok(Frame::data(Bytes::from(line)))
         })
@@ -147,7 +147,7 @@ fn serve(mut answer: impl FnMut(&Recorded) -> Reply + Send + 'static) -> (Mock, 
                 Reply::Json(code, value) => (
                     code,
                     BodyExt::boxed_unsync(Full::new(Bytes::from(
-                        serde_json::to_vec(&value).unwrap_or_default(),
+                        serde_json::to_vec(&value).expect("serializes"),
                     ))),
                 ),
                 Reply::Watch(events) => (200, lines_body(events, false)),

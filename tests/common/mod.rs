@@ -14,7 +14,7 @@ pub mod envtest;
 pub mod installed;
 pub mod mockapi;
 
-use agentic_webhook::client::{Alpn, Connection, Tls};
+use agentic_webhook::testkit::client::{Alpn, Connection, Tls};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agentic-webhook");
 

@@ -1,18 +1,18 @@
 //! Validation V1–V23: the `/validate` core. One file per rule family;
 //! this module decodes the objects and decides which families apply.
 
-pub mod principals;
-pub mod ratchet;
-pub mod running;
-pub mod spec_shape;
-pub mod status;
-pub mod view;
+pub(crate) mod principals;
+pub(crate) mod ratchet;
+pub(crate) mod running;
+pub(crate) mod spec_shape;
+pub(crate) mod status;
+pub(crate) mod view;
 
 use serde_json::value::RawValue;
 
 use crate::admission::Config;
-use crate::admission::field::{DenyStatus, FieldError, FieldPath, Rule};
 use crate::admission::review::{AdmissionRequest, Operation, Verdict};
+use crate::api::field::{FieldError, FieldPath, Rule};
 use crate::api::{SessionV1, SessionV2, Version};
 
 use view::Versioned;
@@ -25,12 +25,12 @@ pub fn validate(cfg: &Config, req: &AdmissionRequest<'_>) -> Verdict {
     match Version::from_version(&req.kind.version) {
         Some(Version::V1Alpha1) => validate_as::<SessionV1>(cfg, req),
         Some(Version::V1Alpha2) => validate_as::<SessionV2>(cfg, req),
-        None => deny(
-            req,
-            vec![FieldError::not_supported(
+        None => Verdict::deny(
+            req.name(),
+            &[FieldError::not_supported(
                 Rule::Schema,
                 FieldPath::new("apiVersion"),
-                crate::admission::field::BadValue::str(&req.kind.version),
+                crate::api::field::BadValue::str(&req.kind.version),
                 &["v1alpha1", "v1alpha2"],
             )],
             Vec::new(),
@@ -49,9 +49,9 @@ fn validate_as<S: Versioned>(cfg: &Config, req: &AdmissionRequest<'_>) -> Verdic
     let new = match decode_object::<S>(req.object, "") {
         Ok(Some(obj)) => obj,
         Ok(None) => {
-            return deny(
-                req,
-                vec![FieldError::required(
+            return Verdict::deny(
+                req.name(),
+                &[FieldError::required(
                     Rule::Schema,
                     FieldPath::new("object"),
                     "",
@@ -59,12 +59,12 @@ fn validate_as<S: Versioned>(cfg: &Config, req: &AdmissionRequest<'_>) -> Verdic
                 Vec::new(),
             );
         }
-        Err(e) => return deny(req, vec![e], Vec::new()),
+        Err(e) => return Verdict::deny(req.name(), &[e], Vec::new()),
     };
     let old = match req.operation {
         Operation::Update => match decode_object::<S>(req.old_object, "oldObject") {
             Ok(old) => old,
-            Err(e) => return deny(req, vec![e], Vec::new()),
+            Err(e) => return Verdict::deny(req.name(), &[e], Vec::new()),
         },
         _ => None,
     };
@@ -165,7 +165,7 @@ fn deny_or_allow(
     warnings.extend(
         warned
             .iter()
-            .map(|e| crate::admission::field::warning(&format!("{} (warn-only): {e}", e.rule))),
+            .map(|e| crate::api::field::warning(&format!("{} (warn-only): {e}", e.rule))),
     );
     let mut verdict = if errors.is_empty() {
         Verdict {
@@ -173,30 +173,10 @@ fn deny_or_allow(
             ..Verdict::allow()
         }
     } else {
-        deny(req, errors, warnings)
+        Verdict::deny(req.name(), &errors, warnings)
     };
     verdict.warned_rules = warned_rules;
     verdict
-}
-
-fn deny(req: &AdmissionRequest<'_>, errors: Vec<FieldError>, warnings: Vec<String>) -> Verdict {
-    let status = DenyStatus::from_errors(req.name(), &errors);
-    // Count what the answer reports: authorization errors win (403) alone.
-    let authz = errors.iter().any(|e| e.rule.is_authorization());
-    let mut rules: Vec<Rule> = errors
-        .iter()
-        .map(|e| e.rule)
-        .filter(|r| !authz || r.is_authorization())
-        .collect();
-    rules.sort();
-    rules.dedup();
-    Verdict {
-        deny: Some(status),
-        patch: None,
-        warnings,
-        denied_rules: rules,
-        warned_rules: Vec::new(),
-    }
 }
 
 #[cfg(test)]
@@ -224,12 +204,13 @@ mod tests {
         let case = Case::create(V1Alpha2, invalid());
         let real = case.validate();
         let body = case.body().replace(r#""dryRun":false"#, r#""dryRun":true"#);
-        let (_, req) =
+        let review =
             crate::admission::review::decode(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let req = review.request();
         assert_eq!(req.dry_run, Some(true));
         let dry = crate::admission::AdmissionService::validate(
             &crate::admission::Policy::new(config()),
-            &req,
+            req,
         );
         assert_eq!(real, dry);
     }
@@ -253,11 +234,12 @@ mod tests {
     fn unknown_versions_are_refused_and_other_kinds_pass() {
         let mut case = Case::create(V1Alpha2, invalid()).body();
         case = case.replace(r#""version":"v1alpha2""#, r#""version":"v9""#);
-        let (_, req) =
+        let review =
             crate::admission::review::decode(case.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let req = review.request();
         let v = crate::admission::AdmissionService::validate(
             &crate::admission::Policy::new(config()),
-            &req,
+            req,
         );
         assert_denied(
             &v,
@@ -268,11 +250,12 @@ mod tests {
         let other = Case::create(V1Alpha2, invalid())
             .body()
             .replace("AgenticSession", "ConfigMap");
-        let (_, req) =
+        let review =
             crate::admission::review::decode(other.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let req = review.request();
         assert_allowed(&crate::admission::AdmissionService::validate(
             &crate::admission::Policy::new(config()),
-            &req,
+            req,
         ));
     }
 

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use crate::admission::Principals;
-use crate::admission::field::{BadValue, FieldError, FieldPath, Rule};
 use crate::admission::review::UserInfo;
 use crate::api::annotations::{DESIRED_PHASE, OPERATOR_OWNED};
 use crate::api::common::UserContext;
+use crate::api::field::{BadValue, FieldError, FieldPath, Rule};
 
 const SA_PREFIX: &str = "system:serviceaccount:";
 const RUNNER_SA_PREFIX: &str = "ambient-session-";

@@ -1,10 +1,10 @@
-//! Ratcheting: on UPDATE, a spec-shape violation (V1–V12) whose value is
+//! Ratcheting: on UPDATE, a spec-shape violation (V1–V11) whose value is
 //! unchanged from `oldObject` is reported as a warning, so objects stored
 //! before a rule existed can still get label, finalizer and status updates.
 
 use std::collections::HashSet;
 
-use crate::admission::field::{FieldError, Rule, warning};
+use crate::api::field::{FieldError, Rule, warning};
 
 /// Split `new_errors` into (errors, warnings) given the errors the old object had.
 pub fn ratchet(

@@ -1,7 +1,7 @@
 //! Changes while a session runs, V13–V16 (UPDATE of the main resource; the
 //! phase is read from `oldObject.status`, which the client cannot forge).
 
-use crate::admission::field::{FieldError, FieldPath, Rule};
+use crate::api::field::{FieldError, FieldPath, Rule};
 use crate::api::status::Phase;
 
 use super::view::Versioned;

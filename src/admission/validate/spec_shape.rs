@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use crate::admission::Limits;
-use crate::admission::field::{BadValue, FieldError, FieldPath, Rule};
 use crate::admission::git::{self, UrlProblem};
 use crate::api::common::{GitRef, repo_name};
+use crate::api::field::{BadValue, FieldError, FieldPath, Rule};
 
 use super::view::{MainRepo, SpecView};
 

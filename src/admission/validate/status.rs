@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use crate::admission::field::{BadValue, FieldError, FieldPath, Rule};
+use crate::api::field::{BadValue, FieldError, FieldPath, Rule};
 use crate::api::status::{ConditionStatus, Phase};
 
 use super::view::StatusView;

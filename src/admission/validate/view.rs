@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::admission::decode::decode_typed;
-use crate::admission::field::{BadValue, FieldError, FieldPath, Rule};
 use crate::api::common::{ActiveWorkflow, GitRef, LlmSettings, UserContext};
+use crate::api::decode::decode_typed;
+use crate::api::field::{BadValue, FieldError, FieldPath, Rule};
 use crate::api::status::{Condition, Phase};
 use crate::api::{Meta, Session, SessionV1, SessionV2, Version, v1alpha1, v1alpha2};
 use crate::conversion::stash::Stash;
@@ -55,7 +55,6 @@ pub struct StatusView<'a> {
 pub trait Versioned: Sized {
     /// Spec fields that may change while an interactive session runs (V14).
     const RUNTIME_FIELDS: &'static [&'static str];
-    const MAIN_REPO_FIELD: &'static str;
 
     /// Decode an object; errors are rooted at `root` ("" or "oldObject").
     fn decode(json: &str, root: &str) -> Result<Self, FieldError>;
@@ -78,7 +77,6 @@ fn changed<T: PartialEq>(out: &mut Vec<&'static str>, name: &'static str, old: &
 impl Versioned for SessionV2 {
     const RUNTIME_FIELDS: &'static [&'static str] =
         &["repos", "activeWorkflow", "mainRepo", "displayName"];
-    const MAIN_REPO_FIELD: &'static str = "mainRepo";
 
     /// Objects stored under this label may still hold legacy shapes (see
     /// `conversion::any`); read them as conversion does, so a label or
@@ -247,7 +245,6 @@ impl Versioned for SessionV2 {
 impl Versioned for SessionV1 {
     const RUNTIME_FIELDS: &'static [&'static str] =
         &["repos", "activeWorkflow", "mainRepoIndex", "displayName"];
-    const MAIN_REPO_FIELD: &'static str = "mainRepoIndex";
 
     /// v1alpha1 is already the union of every shape.
     fn decode(json: &str, root: &str) -> Result<Self, FieldError> {

@@ -12,6 +12,8 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::telemetry::probes::Gate;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("no certificate in PEM")]
@@ -98,6 +100,12 @@ impl CertStore {
 
     pub fn is_loaded(&self) -> bool {
         self.current.load().is_some()
+    }
+}
+
+impl Gate for CertStore {
+    fn not_ready(&self) -> Option<&'static str> {
+        (!self.is_loaded()).then_some("no serving certificate loaded")
     }
 }
 

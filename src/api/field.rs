@@ -8,6 +8,8 @@ use std::fmt::{self, Write as _};
 use serde::Serialize;
 
 /// Rule ids (docs/rules.md), plus `Schema` for objects that do not decode.
+/// Only rules that can deny have a variant: V12 (deprecated fields) only
+/// warns, and V13 and V16 only say when the others stand aside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
     /// The object does not decode as its version.
@@ -34,16 +36,10 @@ pub enum Rule {
     V10,
     /// `mainRepo` / `mainRepoIndex` point into `repos`.
     V11,
-    /// Deprecated fields: warnings only.
-    V12,
-    /// Inactive sessions change freely (never denies).
-    V13,
     /// Active sessions: the spec is immutable but for runtime fields.
     V14,
     /// Runtime fields change only on an interactive Running session.
     V15,
-    /// Metadata-only updates are never blocked by V13–V15 (never denies).
-    V16,
     /// Only controller principals write status.
     V17,
     /// Only controller principals touch operator-owned annotations.
@@ -67,9 +63,9 @@ pub enum Rule {
 pub enum Family {
     /// The object does not decode.
     Schema,
-    /// The spec's shape (V1–V12): ratchets.
+    /// The spec's shape (V1–V11): ratchets.
     Shape,
-    /// Changes to a running session (V13–V16).
+    /// Changes to a running session (V14–V15).
     Running,
     /// Who may do what (V17–V20): 403.
     Principal,
@@ -81,7 +77,7 @@ pub enum Family {
 
 impl Rule {
     /// Every rule, in id order.
-    pub const ALL: [Rule; 24] = [
+    pub const ALL: [Rule; 21] = [
         Rule::Schema,
         Rule::V1,
         Rule::V2,
@@ -94,11 +90,8 @@ impl Rule {
         Rule::V9,
         Rule::V10,
         Rule::V11,
-        Rule::V12,
-        Rule::V13,
         Rule::V14,
         Rule::V15,
-        Rule::V16,
         Rule::V17,
         Rule::V18,
         Rule::V19,
@@ -129,11 +122,8 @@ impl Rule {
             Rule::V9 => "V9",
             Rule::V10 => "V10",
             Rule::V11 => "V11",
-            Rule::V12 => "V12",
-            Rule::V13 => "V13",
             Rule::V14 => "V14",
             Rule::V15 => "V15",
-            Rule::V16 => "V16",
             Rule::V17 => "V17",
             Rule::V18 => "V18",
             Rule::V19 => "V19",
@@ -159,9 +149,8 @@ impl Rule {
             | Rule::V8
             | Rule::V9
             | Rule::V10
-            | Rule::V11
-            | Rule::V12 => Family::Shape,
-            Rule::V13 | Rule::V14 | Rule::V15 | Rule::V16 => Family::Running,
+            | Rule::V11 => Family::Shape,
+            Rule::V14 | Rule::V15 => Family::Running,
             Rule::V17 | Rule::V18 | Rule::V19 | Rule::V20 => Family::Principal,
             Rule::V21 => Family::Metadata,
             Rule::V22 | Rule::V23 => Family::Status,
@@ -559,7 +548,7 @@ mod tests {
         assert_eq!(
             ids(Rule::ratchets),
             [
-                "V1", "V2", "V3", "V4", "V5", "V6", "V7", "V8", "V9", "V10", "V11", "V12"
+                "V1", "V2", "V3", "V4", "V5", "V6", "V7", "V8", "V9", "V10", "V11"
             ]
         );
         assert_eq!(ids(Rule::is_authorization), ["V17", "V18", "V19", "V20"]);
@@ -570,6 +559,11 @@ mod tests {
         }
         assert_eq!(Rule::from_id("v3"), Some(Rule::V3));
         assert_eq!(Rule::from_id("V24"), None);
+        assert_eq!(
+            Rule::from_id("V13"),
+            None,
+            "never denies: no id to warn-only"
+        );
     }
 
     fn url_error() -> FieldError {
@@ -661,7 +655,7 @@ mod tests {
     #[test]
     fn deny_status_is_422_with_causes() {
         let st = DenyStatus::from_errors("s1", &[url_error()]);
-        let v = serde_json::to_value(&st).unwrap_or_default();
+        let v = serde_json::to_value(&st).expect("serializes");
         assert_eq!(
             v,
             serde_json::json!({

@@ -7,7 +7,9 @@
 
 use serde_json::{Value, json};
 
+use crate::admission::review::{Operation, RequestBuilder};
 use crate::api::GROUP;
+use crate::conversion;
 
 /// The reconciler's principal, as the install passes it to `--controller-user`.
 pub const CONTROLLER_USER: &str = "system:serviceaccount:agentic-system:agentic-reconciler";
@@ -145,64 +147,37 @@ pub fn session_v1alpha1_legacy(i: usize) -> Value {
     }))
 }
 
-struct Admission<'a> {
+/// As the apiserver sends it: kind and resource twice, options, the user's uid.
+fn admission_body(
     uid: String,
-    version: &'a str,
-    operation: &'a str,
-    sub_resource: Option<&'a str>,
-    user: &'a str,
-    groups: &'a [&'a str],
+    version: &str,
+    operation: Operation,
+    user: (&str, &[&str]),
     object: Value,
     old: Option<Value>,
+) -> RequestBuilder {
+    RequestBuilder::new(operation, version)
+        .uid(uid)
+        .user(user.0, user.1)
+        .user_uid("user-uid")
+        .object(Some(object))
+        .old_object(old)
+        .field_manager("kubectl")
 }
 
-fn admission_body(a: Admission<'_>) -> Vec<u8> {
-    let gvk = json!({"group": GROUP, "version": a.version, "kind": "AgenticSession"});
-    let gvr = json!({"group": GROUP, "version": a.version, "resource": "agenticsessions"});
-    let name = a
-        .object
-        .pointer("/metadata/name")
-        .cloned()
-        .unwrap_or(Value::Null);
-    let options_kind = if a.operation == "CREATE" {
-        "CreateOptions"
-    } else {
-        "UpdateOptions"
-    };
-    let mut req = json!({
-        "uid": a.uid,
-        "kind": gvk, "resource": gvr,
-        "requestKind": gvk, "requestResource": gvr,
-        "name": name,
-        "namespace": "team-a",
-        "operation": a.operation,
-        "userInfo": {"username": a.user, "uid": "user-uid", "groups": a.groups},
-        "object": a.object,
-        "oldObject": a.old,
-        "dryRun": false,
-        "options": {"kind": options_kind, "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl"}
-    });
-    if let (Some(sub), Some(o)) = (a.sub_resource, req.as_object_mut()) {
-        o.insert("subResource".into(), sub.into());
-        o.insert("requestSubResource".into(), sub.into());
-    }
-    let review =
-        json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": req});
-    serde_json::to_vec(&review).unwrap_or_default()
-}
+const ALICE: (&str, &[&str]) = ("alice@acme.dev", &["team-a", "system:authenticated"]);
 
 /// `kubectl apply` of a legacy v1alpha1 session: mutation rewrites it.
 pub fn create_legacy(i: usize) -> Vec<u8> {
-    admission_body(Admission {
-        uid: format!("create-{i}"),
-        version: "v1alpha1",
-        operation: "CREATE",
-        sub_resource: None,
-        user: "alice@acme.dev",
-        groups: &["team-a", "system:authenticated"],
-        object: session_v1alpha1_legacy(i),
-        old: None,
-    })
+    admission_body(
+        format!("create-{i}"),
+        "v1alpha1",
+        Operation::Create,
+        ALICE,
+        session_v1alpha1_legacy(i),
+        None,
+    )
+    .to_vec()
 }
 
 /// A user changes the repos of a Running session: V9 denies it.
@@ -215,16 +190,15 @@ pub fn update_running_denied(i: usize) -> Vec<u8> {
     if let Some(g) = new.pointer_mut("/metadata/generation") {
         *g = json!(3);
     }
-    admission_body(Admission {
-        uid: format!("update-{i}"),
-        version: "v1alpha2",
-        operation: "UPDATE",
-        sub_resource: None,
-        user: "alice@acme.dev",
-        groups: &["team-a", "system:authenticated"],
-        object: new,
-        old: Some(old),
-    })
+    admission_body(
+        format!("update-{i}"),
+        "v1alpha2",
+        Operation::Update,
+        ALICE,
+        new,
+        Some(old),
+    )
+    .to_vec()
 }
 
 /// The reconciler writes a condition through the status subresource.
@@ -236,31 +210,33 @@ pub fn status_update(i: usize) -> Vec<u8> {
                     "message": "POST /workflow: connection refused", "lastTransitionTime": "2026-11-23T06:10:00Z",
                     "observedGeneration": 2});
     }
-    admission_body(Admission {
-        uid: format!("status-{i}"),
-        version: "v1alpha2",
-        operation: "UPDATE",
-        sub_resource: Some("status"),
-        user: CONTROLLER_USER,
-        groups: &[
-            "system:serviceaccounts",
-            "system:serviceaccounts:agentic-system",
-            "system:authenticated",
-        ],
-        object: new,
-        old: Some(old),
-    })
+    admission_body(
+        format!("status-{i}"),
+        "v1alpha2",
+        Operation::Update,
+        (
+            CONTROLLER_USER,
+            &[
+                "system:serviceaccounts",
+                "system:serviceaccounts:agentic-system",
+                "system:authenticated",
+            ],
+        ),
+        new,
+        Some(old),
+    )
+    .sub_resource(Some("status"))
+    .to_vec()
 }
 
 /// A list or watch through v1alpha1: `n` stored v1alpha2 objects to convert.
 pub fn conversion_review(n: usize) -> Vec<u8> {
     let objects: Vec<Value> = (0..n).map(|i| session_v1alpha2(i, i % 2 == 0)).collect();
-    let review = json!({
-        "kind": "ConversionReview",
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "request": {"uid": format!("convert-{n}"), "desiredAPIVersion": format!("{GROUP}/v1alpha1"), "objects": objects}
-    });
-    serde_json::to_vec(&review).unwrap_or_default()
+    conversion::review::request_body(
+        &format!("convert-{n}"),
+        &format!("{GROUP}/v1alpha1"),
+        &objects,
+    )
 }
 
 #[cfg(test)]
@@ -294,26 +270,30 @@ mod tests {
     fn each_workload_request_gets_the_intended_answer() {
         let p = policy();
         let body = create_legacy(1);
-        let (_, req) = review::decode(&body).unwrap_or_else(|e| panic!("create decodes: {e}"));
-        let m = p.mutate(&req);
+        let review = review::decode(&body).unwrap_or_else(|e| panic!("create decodes: {e}"));
+        let req = review.request();
+        let m = p.mutate(req);
         assert!(m.patch.is_some(), "legacy create is patched");
-        assert!(p.validate(&req).allowed(), "legacy create is allowed");
+        assert!(p.validate(req).allowed(), "legacy create is allowed");
 
         let body = update_running_denied(1);
-        let (_, req) = review::decode(&body).unwrap_or_else(|e| panic!("update decodes: {e}"));
-        let v = p.validate(&req);
+        let review = review::decode(&body).unwrap_or_else(|e| panic!("update decodes: {e}"));
+        let req = review.request();
+        let v = p.validate(req);
         assert!(!v.allowed(), "repo change while Running is denied");
 
         let body = status_update(1);
-        let (_, req) = review::decode(&body).unwrap_or_else(|e| panic!("status decodes: {e}"));
+        let review = review::decode(&body).unwrap_or_else(|e| panic!("status decodes: {e}"));
+        let req = review.request();
         assert!(
-            p.validate(&req).allowed(),
+            p.validate(req).allowed(),
             "controller status write is allowed"
         );
 
         let body = conversion_review(3);
-        let (_, req) = creview::decode(&body).unwrap_or_else(|e| panic!("conversion decodes: {e}"));
-        let (outcome, counts) = Converter.convert(&req);
+        let review = creview::decode(&body).unwrap_or_else(|e| panic!("conversion decodes: {e}"));
+        let req = review.request();
+        let (outcome, counts) = Converter.convert(req);
         assert!(
             matches!(outcome, creview::Outcome::Success(ref objs) if objs.len() == 3),
             "conversion succeeds"

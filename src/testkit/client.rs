@@ -151,7 +151,7 @@ impl Connection {
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
-            .map(|(_, cert)| crate::server::tls::hex(cert.raw_serial()))
+            .map(|(_, cert)| crate::certs::serving::hex(cert.raw_serial()))
             .unwrap_or_default();
         let io = TokioIo::new(stream);
         let sender = if alpn.as_deref() == Some(b"h2") {

@@ -10,23 +10,28 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::metrics::Metrics;
-use super::tls::CertStore;
+use super::Registry;
+
+/// Something readiness waits for (a serving certificate).
+pub trait Gate: Send + Sync + std::fmt::Debug {
+    /// `Some(reason)` while not ready.
+    fn not_ready(&self) -> Option<&'static str>;
+}
 
 /// What readiness depends on.
 #[derive(Debug)]
 pub struct Health {
     /// `None` for processes that serve no TLS (the reconciler).
-    certs: Option<Arc<CertStore>>,
+    gate: Option<Arc<dyn Gate>>,
     shutting_down: AtomicBool,
     /// Cleared by the certificate manager until its CA is in every caBundle.
     bundles_ready: AtomicBool,
 }
 
 impl Health {
-    pub fn new(certs: Arc<CertStore>) -> Arc<Self> {
+    pub fn new(gate: Arc<dyn Gate>) -> Arc<Self> {
         Arc::new(Health {
-            certs: Some(certs),
+            gate: Some(gate),
             shutting_down: AtomicBool::new(false),
             bundles_ready: AtomicBool::new(true),
         })
@@ -35,7 +40,7 @@ impl Health {
     /// Readiness without a serving certificate (ready until shutdown).
     pub fn without_tls() -> Arc<Self> {
         Arc::new(Health {
-            certs: None,
+            gate: None,
             shutting_down: AtomicBool::new(false),
             bundles_ready: AtomicBool::new(true),
         })
@@ -53,8 +58,8 @@ impl Health {
     pub fn readiness(&self) -> Result<(), &'static str> {
         if self.shutting_down.load(Ordering::SeqCst) {
             Err("shutting down")
-        } else if self.certs.as_ref().is_some_and(|c| !c.is_loaded()) {
-            Err("no serving certificate loaded")
+        } else if let Some(why) = self.gate.as_ref().and_then(|g| g.not_ready()) {
+            Err(why)
         } else if !self.bundles_ready.load(Ordering::SeqCst) {
             Err("CA not yet in every caBundle")
         } else {
@@ -66,10 +71,10 @@ impl Health {
 #[derive(Clone)]
 struct ProbeState {
     health: Arc<Health>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Registry>,
 }
 
-pub fn router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
+pub fn router(health: Arc<Health>, metrics: Arc<Registry>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

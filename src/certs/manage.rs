@@ -11,8 +11,6 @@
 //! CA is used only after the bundles carry it. `/readyz` stays false until
 //! this replica's serving CA is in all three bundles.
 
-pub mod authority;
-
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,11 +29,12 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::certs::{self, CaPem, CertInfo, cert_info};
-use crate::server::metrics::Metrics;
-use crate::server::probes::Health;
-use crate::server::reload;
-use crate::server::tls::{self, CertStore};
+use super::authority;
+use super::generate::{self as certs, CaPem, CertInfo, cert_info};
+use super::metrics::Metrics;
+use super::serving::{self as tls, CertStore};
+use super::watch as reload;
+use crate::telemetry::probes::Health;
 
 /// Where "now" comes from (tests drive it).
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
-use super::tls::{CertStore, ServingCert, TlsError, load_pair};
+use super::serving::{CertStore, ServingCert, TlsError, load_pair};
 use crate::filewatch::{self, Contents, ReadError};
 
 #[derive(Clone, Debug)]
@@ -49,7 +49,7 @@ pub fn load_files(files: &PairFiles) -> Result<(ServingCert, u64), LoadError> {
 
 /// Install a pair and report its expiry.
 pub fn install(store: &CertStore, metrics: &Metrics, cert: ServingCert) {
-    metrics.cert_expiry.set(cert.not_after);
+    metrics.expiry.set(cert.not_after);
     tracing::info!(serial = %cert.serial, not_after = cert.not_after, "serving certificate loaded");
     store.set(cert);
 }
@@ -70,11 +70,11 @@ pub async fn watch(
         shutdown,
         |contents| match load(contents) {
             Ok(cert) => {
-                metrics.cert_reload(true);
+                metrics.reload(true);
                 install(&store, &metrics, cert);
             }
             Err(e) => {
-                metrics.cert_reload(false);
+                metrics.reload(false);
                 let serving = store
                     .current()
                     .map(|c| c.serial.clone())
