@@ -558,7 +558,7 @@ mod tests {
             assert!(Rule::ALL[..i].iter().all(|o| *o != r));
         }
         assert_eq!(Rule::from_id("v3"), Some(Rule::V3));
-        assert_eq!(Rule::from_id("V24"), None);
+        assert_eq!(Rule::from_id("V99"), None);
         assert_eq!(
             Rule::from_id("V13"),
             None,
