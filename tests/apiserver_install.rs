@@ -220,6 +220,16 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
         )
     );
 
+    // Without matchConditions, for clusters before 1.30.
+    let yaml = kustomize_overlay(
+        cp,
+        "no-match-conditions",
+        &["base"],
+        &["no-match-conditions"],
+    );
+    let expected: Vec<String> = documents(&yaml).iter().map(described).collect();
+    assert_eq!(dry_run(cp, &yaml), expected, "base + no-match-conditions");
+
     // Monitoring: ServiceMonitors, the PrometheusRule and the dashboard;
     // then PodMonitors in place of the ServiceMonitors.
     for (name, components, monitors) in [

@@ -663,6 +663,7 @@ fn the_manifests_command_renders_the_base_with_the_ca_bundle() {
         ca_pem: Some(ca.into()),
         url: None,
         image: DEFAULT_IMAGE.into(),
+        match_conditions: true,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     // Same objects as kustomize renders, in the same order.
@@ -723,6 +724,7 @@ fn the_manifests_command_can_point_at_a_server_outside_the_cluster() {
         ca_pem: None,
         url: Some("https://192.168.1.10:8443".into()),
         image: "x".into(),
+        match_conditions: true,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let m = docs
@@ -757,7 +759,8 @@ fn the_manifests_command_can_point_at_a_server_outside_the_cluster() {
         render(&Render {
             ca_pem: None,
             url: Some("http://x:1".into()),
-            image: "x".into()
+            image: "x".into(),
+            match_conditions: true,
         })
         .is_err()
     );
@@ -808,4 +811,85 @@ fn the_image_runs_as_the_user_the_manifests_require_and_links_statically() {
         ["8443 8080 8081"],
         "serve, its probes, reconciler probes"
     );
+}
+
+/// The webhook configurations of `docs`, by kind.
+fn webhook_configurations(docs: &[Value]) -> Vec<(String, Value)> {
+    docs.iter()
+        .filter(|d| {
+            d["kind"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+        })
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap_or("").to_owned(),
+                d["webhooks"][0].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn match_conditions_ship_in_the_base_and_come_off_for_older_clusters() {
+    let base = kustomize("base");
+    let with: Vec<_> = webhook_configurations(&base);
+    assert_eq!(with.len(), 2);
+    for (kind, hook) in &with {
+        let conditions = hook["matchConditions"].as_array().expect("matchConditions");
+        assert_eq!(conditions.len(), 1, "{kind}");
+        assert!(
+            conditions[0]["expression"]
+                .as_str()
+                .is_some_and(|e| e.len() > 100),
+            "{kind}"
+        );
+    }
+
+    // The component, in an overlay over the base.
+    let dir = std::path::Path::new(ROOT).join("target/kustomize-overlays/no-match-conditions");
+    std::fs::create_dir_all(&dir).expect("overlay dir");
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        "resources:\n- ../../../manifests/base\ncomponents:\n- ../../../manifests/components/no-match-conditions\n",
+    )
+    .expect("overlay written");
+    let out = Command::new("kubectl")
+        .args(["kustomize", dir.to_str().expect("UTF-8 path")])
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let without: Vec<Value> =
+        serde_saphyr::from_multiple::<Value>(&String::from_utf8_lossy(&out.stdout))
+            .expect("YAML")
+            .into_iter()
+            .filter(|d| !d.is_null())
+            .collect();
+    let rendered = render(&Render {
+        ca_pem: None,
+        url: None,
+        image: DEFAULT_IMAGE.into(),
+        match_conditions: false,
+    })
+    .expect("renders");
+    for docs in [&without, &rendered] {
+        let hooks = webhook_configurations(docs);
+        assert_eq!(hooks.len(), 2);
+        for ((kind, hook), (_, original)) in hooks.iter().zip(&with) {
+            assert!(hook.get("matchConditions").is_none(), "{kind}: {hook}");
+            // Nothing else changes.
+            let mut stripped = original.clone();
+            stripped
+                .as_object_mut()
+                .map(|o| o.remove("matchConditions"));
+            let mut h = hook.clone();
+            h.as_object_mut().map(|o| o.remove("clientConfig"));
+            stripped.as_object_mut().map(|o| o.remove("clientConfig"));
+            assert_eq!(h, stripped, "{kind}");
+        }
+    }
 }

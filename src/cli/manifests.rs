@@ -59,6 +59,11 @@ pub struct ManifestsArgs {
     /// Image for the webhook and reconciler containers.
     #[arg(long, default_value = DEFAULT_IMAGE)]
     image: String,
+    /// Leave out the webhook configurations' matchConditions (for
+    /// Kubernetes before 1.28, or 1.28–1.29 with the feature gate off): the
+    /// apiserver then calls both webhooks on every write.
+    #[arg(long)]
+    no_match_conditions: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +71,8 @@ pub struct Render {
     pub ca_pem: Option<String>,
     pub url: Option<String>,
     pub image: String,
+    /// Keep the webhook configurations' matchConditions (Kubernetes 1.30+).
+    pub match_conditions: bool,
 }
 
 fn is_webhook_server(doc: &Value) -> bool {
@@ -136,6 +143,11 @@ pub fn render(opts: &Render) -> anyhow::Result<Vec<Value>> {
                     };
                     if let Some(hooks) = doc["webhooks"].as_array_mut() {
                         for h in hooks {
+                            if !opts.match_conditions
+                                && let Some(o) = h.as_object_mut()
+                            {
+                                o.remove("matchConditions");
+                            }
                             h["clientConfig"] = client_config(
                                 opts.url.as_deref(),
                                 path,
@@ -179,6 +191,7 @@ pub fn run(args: &ManifestsArgs) -> anyhow::Result<ExitCode> {
         ca_pem,
         url: args.url.clone(),
         image: args.image.clone(),
+        match_conditions: !args.no_match_conditions,
     })?;
     print!("{}", to_yaml_stream(&docs)?);
     Ok(ExitCode::SUCCESS)
