@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reruns every number in BENCHMARKS.md (about 6 minutes on 2 cores, after a
+# Reruns every number in BENCHMARKS.md (about 7 minutes on 2 cores, after a
 # release build of about 5): criterion on the pure core, then the load generator against
 # the transport floor and against agentic-webhook, each started fresh by the
 # load generator (start-to-ready and peak RSS come from those runs).
@@ -50,3 +50,15 @@ pair mixed
 
 echo "== open loop at 5,000 reviews/s, admission only (latency from each request's scheduled time)"
 pair rate5k --rate 5000 --concurrency 64 --mix create=1,update=1,status=1
+
+echo "== write latency through a real kube-apiserver: no webhooks / the product / agnhost, with and without matchConditions"
+# In a network namespace of its own (only loopback): agnhost listens on
+# every interface. Needs root (or user namespaces) for unshare.
+cargo bench --locked --no-run --bench write_latency 2>&1 | tail -1
+WL=$(ls -t target/release/deps/write_latency-* | grep -v '\.d$' | head -1)
+if unshare --net true 2>/dev/null; then
+  unshare --net sh -c "ip link set lo up && $WL --bench --writes ${WRITES:-300}"
+else
+  echo "(no unshare --net here: running without the agnhost set-ups)"
+  "$WL" --bench --writes "${WRITES:-300}"
+fi

@@ -196,19 +196,25 @@ pub fn target_dir() -> PathBuf {
 
 /// `kube-apiserver` from `../shared/kube/`, unpacked once into `target/kube-assets/`.
 fn shared_apiserver() -> Result<Option<PathBuf>, String> {
-    let xz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/kube/kube-apiserver.xz");
+    shared_binary("kube-apiserver")
+}
+
+/// `../shared/kube/NAME.xz` (kube-apiserver, agnhost), unpacked once into
+/// `target/kube-assets/`; `None` when it is not there.
+pub fn shared_binary(name: &str) -> Result<Option<PathBuf>, String> {
+    let xz = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../shared/kube/{name}.xz"));
     if !xz.is_file() {
         return Ok(None);
     }
     let dir = target_dir().join("kube-assets");
-    let out = dir.join("kube-apiserver");
+    let out = dir.join(name);
     if out.is_file() {
         return Ok(Some(out));
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // Unpack beside, then rename: a concurrent or interrupted unpack never
     // leaves a half-written binary under the final name.
-    let tmp = dir.join(format!("kube-apiserver.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
     let file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let status = Command::new("xz")
         .arg("-dc")
@@ -459,6 +465,8 @@ fn start_plane() -> Result<ControlPlane, String> {
         api.current_dir(&dir)
             .args([
                 "--bind-address=127.0.0.1",
+                // Also works in a network namespace with no default route.
+                "--advertise-address=127.0.0.1",
                 &format!("--secure-port={ap}"),
                 &format!("--etcd-servers={etcd_url}"),
                 "--tls-cert-file=tls.crt",
