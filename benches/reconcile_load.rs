@@ -179,6 +179,14 @@ fn scrape(addr: SocketAddr) -> String {
     common::http_get(addr, "/metrics").1
 }
 
+/// Reconciliations the reconciler finished, every result.
+fn reconciles(text: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with("agentic_webhook_reconciles_total{"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
 fn reconciler_requests(text: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with("agentic_reconciler_api_requests_total{"))
@@ -230,6 +238,10 @@ struct Row {
     lag: Duration,
     apiserver: f64,
     own: f64,
+    /// Reconciles from the first create until every session was Creating.
+    reconciles: f64,
+    /// First create to all Creating.
+    window: Duration,
     detail: BTreeMap<(String, String), f64>,
     rss_kib: u64,
     hwm_kib: u64,
@@ -263,10 +275,13 @@ async fn run(cp: &ControlPlane, n: usize, clients: usize) -> Row {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = apiserver_requests(&admin).await;
     let own_before = reconciler_requests(&scrape(probes));
+    let reconciles_before = reconciles(&scrape(probes));
 
+    let first_create = Instant::now();
     let with = create_all(cp, &ns, n, clients).await;
     let last_create = Instant::now();
     let done = all_creating(&admin, &ns, n).await;
+    let reconciles_done = reconciles(&scrape(probes));
     // Let the writes of the last reconciles land in the counters.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = apiserver_requests(&admin).await;
@@ -279,6 +294,8 @@ async fn run(cp: &ControlPlane, n: usize, clients: usize) -> Row {
         lag: done.saturating_duration_since(last_create),
         apiserver: detail.values().sum(),
         own: own_after - own_before,
+        reconciles: reconciles_done - reconciles_before,
+        window: done.saturating_duration_since(first_create),
         detail,
         rss_kib: rss_kib(reconciler.pid(), "VmRSS:"),
         hwm_kib: rss_kib(reconciler.pid(), "VmHWM:"),
@@ -329,5 +346,12 @@ fn main() {
             .map(|((verb, res), v)| format!("{verb} {res} {:.2}", per(*v)))
             .collect();
         println!("         per session: {}", breakdown.join(", "));
+        println!(
+            "         reconciles until all Creating: {:.0} ({:.2} per session), {:.1}/s over {:.1} s from the first create",
+            r.reconciles,
+            per(r.reconciles),
+            r.reconciles / r.window.as_secs_f64().max(1e-9),
+            r.window.as_secs_f64()
+        );
     }
 }
