@@ -32,8 +32,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::envtest::{Who, free_port, shared_binary};
-use common::installed::{GROUP, Installed, installed, render, sessions_in};
-use common::{Proc, http_get, make_certs, metric};
+use common::installed::{GROUP, Installed, calls, installed, render, sessions_in};
+use common::{Proc, make_certs};
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::Value;
 use serde_json::json;
@@ -46,16 +46,6 @@ fn writes() -> usize {
         .and_then(|i| argv.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(if bench { 300 } else { 20 })
-}
-
-fn calls(env: &Installed, path: &str) -> f64 {
-    let (code, text) = http_get(env.server.probes, "/metrics");
-    assert_eq!(code, 200, "{text}");
-    metric(
-        &text,
-        &format!("controller_runtime_webhook_requests_total{{webhook=\"{path}\",code=\"200\"}}"),
-    )
-    .unwrap_or(0.0)
 }
 
 fn session(ns: &str, name: &str) -> DynamicObject {

@@ -16,8 +16,7 @@ use std::time::Duration;
 use agentic_webhook::admission::review::{Operation, RequestBuilder};
 use agentic_webhook::admission::{AdmissionService, Config, Policy, Principals};
 use common::envtest::{Principal, Who};
-use common::installed::{GROUP, Installed, installed, sessions_in};
-use common::{http_get, metric};
+use common::installed::{GROUP, calls, installed, sessions_in};
 use kube::api::{DynamicObject, PostParams};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -32,17 +31,6 @@ fn cases() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(160)
-}
-
-/// Requests the webhook answered on `path` (`/mutate`, `/validate`).
-fn calls(env: &Installed, path: &str) -> f64 {
-    let (code, text) = http_get(env.server.probes, "/metrics");
-    assert_eq!(code, 200, "{text}");
-    metric(
-        &text,
-        &format!("controller_runtime_webhook_requests_total{{webhook=\"{path}\",code=\"200\"}}"),
-    )
-    .unwrap_or(0.0)
 }
 
 /// The rules as the installed server runs them.

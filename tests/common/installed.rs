@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::envtest::{ControlPlane, Principal, Who, control_plane};
-use super::{BIN, Proc, Server, make_certs};
+use super::{BIN, Proc, Server, http_get, make_certs, metric};
 
 pub const CRD: &str = "agenticsessions.vteam.ambient-code";
 pub const GROUP: &str = "vteam.ambient-code";
@@ -196,4 +196,16 @@ pub fn wait_until_serving(cp: &ControlPlane) {
         std::thread::sleep(Duration::from_millis(200));
     }
     panic!("the apiserver did not start calling the webhooks within 30s: {last}");
+}
+
+/// Requests the installed webhook answered with 200 on `path` (`/mutate`,
+/// `/validate`), from its own /metrics.
+pub fn calls(env: &Installed, path: &str) -> f64 {
+    let (code, text) = http_get(env.server.probes, "/metrics");
+    assert_eq!(code, 200, "{text}");
+    metric(
+        &text,
+        &format!("controller_runtime_webhook_requests_total{{webhook=\"{path}\",code=\"200\"}}"),
+    )
+    .unwrap_or(0.0)
 }
