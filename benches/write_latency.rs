@@ -105,19 +105,9 @@ impl Setup {
     }
 }
 
-/// The only network interface is loopback (a namespace of our own).
-fn isolated() -> bool {
-    std::fs::read_to_string("/proc/net/dev").is_ok_and(|t| {
-        t.lines()
-            .skip(2)
-            .filter_map(|l| l.split(':').next())
-            .all(|name| name.trim() == "lo")
-    })
-}
-
 /// `agnhost webhook` on 127.0.0.1, and its `(url, CA file)`.
 fn start_agnhost(env: &Installed) -> Option<(Proc, String, PathBuf)> {
-    if !isolated() {
+    if !agentic_webhook::testkit::loopback_only() {
         println!(
             "(agnhost set-ups skipped: agnhost listens on every interface; run the bench in a \
              network namespace of its own, as scripts/bench.sh does)"

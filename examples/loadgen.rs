@@ -7,6 +7,10 @@
 //!   cargo run --release --example loadgen -- --spawn target/release/agentic-webhook
 //! Against a running one:
 //!   cargo run --release --example loadgen -- --addr 127.0.0.1:8443 --ca /tmp/agentic-ca.crt --server-pid PID
+//! Against agnhost, the Kubernetes e2e webhook, for comparison (in a network
+//! namespace whose only interface is lo: agnhost binds every interface):
+//!   unshare --net sh -c 'ip link set lo up && target/release/examples/loadgen \
+//!     --spawn target/kube-assets/agnhost --agnhost --mix create=1,update=1,status=1'
 //!
 //! With `--rate R` requests are scheduled at fixed intervals and latency is
 //! measured from each request's scheduled time, so a stalled server shows up
@@ -35,14 +39,20 @@ struct Args {
     /// CA that signed the server's certificate.
     #[arg(long)]
     ca: Option<PathBuf>,
-    /// Start this server binary first (agentic-webhook, or the floor example)
-    /// with a self-signed certificate on --addr / --probe-addr, measure its
-    /// start-to-ready time, and stop it (SIGTERM) at the end.
+    /// Start this server binary first (agentic-webhook, the floor example
+    /// or agnhost) with a self-signed certificate on --addr / --probe-addr,
+    /// measure its start-to-ready time, and stop it (SIGTERM) at the end.
     #[arg(long)]
     spawn: Option<PathBuf>,
     /// The spawned binary is the floor example (different arguments).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "agnhost")]
     floor: bool,
+    /// The spawned binary is agnhost (`agnhost webhook`, the Kubernetes e2e
+    /// webhook): every review goes to its decode-and-allow
+    /// `/custom-resource`. agnhost listens on every interface, so this runs
+    /// only where loopback is the sole interface (`unshare --net`).
+    #[arg(long)]
+    agnhost: bool,
     /// Probe address of the spawned server (polled for /readyz).
     #[arg(long, default_value = "127.0.0.1:18080")]
     probe_addr: SocketAddr,
@@ -173,7 +183,16 @@ fn spawn(args: &Args, bin: &Path) -> anyhow::Result<Spawned> {
     let ca = std::env::temp_dir().join(format!("loadgen-ca-{}.crt", std::process::id()));
     let _ = std::fs::remove_file(&ca);
     let mut cmd = Command::new(bin);
-    if args.floor {
+    let certs = std::env::temp_dir().join(format!("loadgen-certs-{}", std::process::id()));
+    if args.agnhost {
+        agentic_webhook::testkit::write_localhost_certs(&certs)?;
+        std::fs::copy(certs.join("ca.crt"), &ca)?;
+        cmd.args(["webhook", "--port", &args.addr.port().to_string()])
+            .arg("--tls-cert-file")
+            .arg(certs.join("tls.crt"))
+            .arg("--tls-private-key-file")
+            .arg(certs.join("tls.key"));
+    } else if args.floor {
         cmd.args(["--addr", &args.addr.to_string()])
             .args(["--probe-addr", &args.probe_addr.to_string()])
             .arg("--ca-out")
@@ -185,19 +204,31 @@ fn spawn(args: &Args, bin: &Path) -> anyhow::Result<Spawned> {
             .arg("--ca-out")
             .arg(&ca);
     }
-    if args.http1 {
+    if args.http1 && !args.agnhost {
         cmd.arg("--disable-http2");
     }
+    // agnhost logs every probe connection as a TLS handshake error.
+    let stderr = if args.agnhost {
+        Stdio::null()
+    } else {
+        Stdio::inherit()
+    };
     cmd.env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
     let started = Instant::now();
     let child = cmd
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let deadline = started + Duration::from_secs(10);
     loop {
-        if ready(args.probe_addr) {
+        // agnhost has no plain-HTTP probe port: listening is ready.
+        let up = if args.agnhost {
+            std::net::TcpStream::connect_timeout(&args.addr, Duration::from_millis(50)).is_ok()
+        } else {
+            ready(args.probe_addr)
+        };
+        if up {
             break;
         }
         if Instant::now() > deadline {
@@ -205,6 +236,7 @@ fn spawn(args: &Args, bin: &Path) -> anyhow::Result<Spawned> {
         }
         std::thread::sleep(Duration::from_micros(500));
     }
+    let _ = std::fs::remove_dir_all(&certs);
     Ok(Spawned {
         child,
         ready_after: started.elapsed(),
@@ -377,7 +409,23 @@ fn main() -> anyhow::Result<()> {
         bail!("--addr must be a loopback address: this tool only loads local servers");
     }
     let duration = args.duration.min(Duration::from_secs(300));
-    let seq = Arc::new(plan(&args)?);
+    if args.agnhost && !agentic_webhook::testkit::loopback_only() {
+        bail!(
+            "--agnhost: agnhost listens on every interface; run this in a network namespace whose only interface is lo (unshare --net)"
+        );
+    }
+    let mut seq = plan(&args)?;
+    if args.agnhost {
+        // agnhost's counterpart of both webhooks: decode the review and
+        // the object, allow. It serves no conversion reviews.
+        if seq.iter().any(|r| r.path.starts_with("/convert")) {
+            bail!("--agnhost serves admission reviews only: use a --mix without convert");
+        }
+        for r in &mut seq {
+            r.path = "/custom-resource?timeout=10s";
+        }
+    }
+    let seq = Arc::new(seq);
 
     let mut spawned = match &args.spawn {
         Some(bin) => Some(spawn(&args, bin)?),
@@ -430,6 +478,8 @@ fn main() -> anyhow::Result<()> {
     };
     let target = if args.floor {
         "floor"
+    } else if args.agnhost {
+        "agnhost"
     } else {
         "agentic-webhook"
     };
