@@ -473,8 +473,11 @@ impl Planner<'_> {
             "Starting",
             "waiting for the runner container",
         );
-        // Safety net for events missed while the pod is scheduled.
-        self.requeue_in(Duration::from_secs(60));
+        // No timer while the pod starts: its watch events wake this session
+        // (and the controller's resync is the safety net). A 60 s recheck
+        // here made the reconciles of a burst grow with the square of its
+        // size: every session queued behind the request rate was rechecked
+        // each minute until the last one was created.
     }
 
     /// Why the current attempt has failed, if it has.
@@ -657,7 +660,8 @@ impl Planner<'_> {
             // It finished before we saw it run: record Running first (V22), then Completed.
             Some(RunnerState::Terminated { exit_code: 0, .. })
             | Some(RunnerState::Running { ready: true }) => self.enter_running(),
-            _ => self.requeue_in(Duration::from_secs(60)),
+            // Woken by the pod's watch events, as in `pending`.
+            _ => {}
         }
     }
 

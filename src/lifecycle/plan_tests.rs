@@ -155,6 +155,29 @@ fn pending_creates_the_service_and_pod_and_becomes_creating() {
 }
 
 #[test]
+fn a_starting_pod_is_waited_for_by_its_events_not_by_a_timer() {
+    // A recheck timer per starting session costs a burst of N sessions,
+    // queued behind the request rate, O(N^2) reconciles (reconcile_load).
+    let created = run(Some(&status(Phase::Pending, 1)), &Observed::default());
+    assert_eq!(created.status.phase, Some(Phase::Creating));
+    assert_eq!(created.requeue, None);
+    for runner in [
+        RunnerState::Unknown,
+        RunnerState::Waiting {
+            reason: "ContainerCreating".into(),
+        },
+        RunnerState::Running { ready: false },
+    ] {
+        let p = run(
+            Some(&status(Phase::Creating, 1)),
+            &world(Some(pod(1, runner.clone(), PodPhase::Pending))),
+        );
+        assert_eq!(p.status.phase, Some(Phase::Creating), "{runner:?}");
+        assert_eq!(p.requeue, None, "{runner:?}");
+    }
+}
+
+#[test]
 fn a_pod_that_already_exists_is_not_created_twice() {
     // The status write after creating it was lost: adopt, do not duplicate.
     let p = run(
