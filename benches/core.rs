@@ -13,6 +13,7 @@ fn policy() -> Policy {
         principals: Principals {
             users: vec![workload::CONTROLLER_USER.into()],
             groups: vec![],
+            ..Principals::default()
         },
         ..Config::default()
     })

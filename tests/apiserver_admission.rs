@@ -114,7 +114,7 @@ async fn legacy_writes_are_stored_normalized_and_the_client_sees_the_warnings() 
         as_json(&v2)["spec"],
         json!({
             "initialPrompt": "Refactor the auth module",
-            "repos": [{"url": "https://github.com/acme/api.git", "branch": "main",
+            "repos": [{"url": "https://github.com/acme/api.git", "branch": "main", "autoPush": false,
                        "output": {"url": "https://github.com/me/api.git", "branch": "fix-auth"}}],
             "mainRepo": "api", "interactive": false, "timeoutSeconds": 600,
             "llmSettings": {"model": "claude-sonnet-4-6", "temperature": 0.7, "maxTokens": 4000},
@@ -274,7 +274,7 @@ async fn server_side_dry_run_is_judged_like_a_real_write_and_stores_nothing() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         as_json(&answer)["spec"]["repos"],
-        json!([{"url": "https://github.com/a/b.git", "branch": "main"}])
+        json!([{"url": "https://github.com/a/b.git", "branch": "main", "autoPush": false}])
     );
     assert_eq!(as_json(&answer)["spec"]["initialPrompt"], "p");
     assert!(
@@ -656,4 +656,123 @@ fn by_name_in(report: &Value, name: &str) -> Value {
         .as_array()
         .and_then(|r| r.iter().find(|x| x["name"] == name).cloned())
         .unwrap_or_else(|| panic!("{name} not in {report}"))
+}
+
+/// `review -o text` prints what kubectl prints for the same objects: the
+/// apiserver's deprecation warning and the webhook's warnings, then the
+/// refusal as kubectl renders it (`Invalid` with causes like built-in
+/// validation; `Forbidden` as the message behind "error when <verb>").
+#[tokio::test]
+async fn review_prints_what_kubectl_prints_for_the_same_refusals() {
+    let Some(env) = installed() else { return };
+    let cp = env.cp;
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "kubectl-text").await;
+    let dir = cp.dir().join(format!("kubectl-text-{ns}"));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let file = |name: &str, obj: &Value| {
+        let path = dir.join(name);
+        std::fs::write(&path, obj.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        path.to_str().unwrap_or_default().to_owned()
+    };
+    let session = |version: &str, name: &str, spec: Value| {
+        json!({"apiVersion": format!("{GROUP}/{version}"), "kind": "AgenticSession",
+               "metadata": {"name": name, "namespace": ns}, "spec": spec})
+    };
+    let review = |args: &[&str]| -> String {
+        let out = std::process::Command::new(common::BIN)
+            .arg("review")
+            .args(args)
+            .args([
+                "--user",
+                "admin",
+                "--group",
+                "system:masters",
+                "--group",
+                "system:authenticated",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("review: {e}"));
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let kubectl = |args: &[&str]| -> String {
+        let out = cp.kubectl(&Who::admin(), args, None);
+        assert!(!out.status.success(), "kubectl {args:?} succeeded");
+        stderr(&out)
+    };
+
+    // 422 with several causes, 422 with one (through v1alpha1, with the
+    // deprecation and mutation warnings), 403 on create.
+    let many = file(
+        "many.json",
+        &session(
+            "v1alpha2",
+            "bad-many",
+            json!({"repos": [{"url": "file:///etc"}, {"url": "https://h/o/r", "branch": "a..b"}],
+            "llmSettings": {"temperature": 3}}),
+        ),
+    );
+    let one = file(
+        "one.json",
+        &session(
+            "v1alpha1",
+            "bad-one",
+            json!({"prompt": "p", "repos": [{"input": {"url": "https://169.254.169.254/x"}}]}),
+        ),
+    );
+    let mut forbidden = session("v1alpha2", "bad-owner", json!({"initialPrompt": "p"}));
+    forbidden["metadata"]["annotations"] = json!({"ambient-code.io/runner-sa": "default"});
+    let forbidden = file("forbidden.json", &forbidden);
+    for f in [&many, &one, &forbidden] {
+        let want = kubectl(&["create", "-f", f]);
+        assert_eq!(review(&[f]), want, "{f}");
+        // apply creates the same way.
+        assert_eq!(kubectl(&["apply", "-f", f]), want, "{f}");
+    }
+    assert!(
+        kubectl(&["create", "-f", &many])
+            .starts_with("The AgenticSession \"bad-many\" is invalid: \n* ")
+    );
+    assert!(
+        kubectl(&["create", "-f", &forbidden])
+            .starts_with("Error from server (Forbidden): error when creating")
+    );
+
+    // Updates: kubectl replace of a stored object, refused with 403 and 422.
+    let good = session(
+        "v1alpha2",
+        "good",
+        json!({"initialPrompt": "p", "userContext": {"userId": "u1"},
+        "repos": [{"url": "https://h/o/r"}]}),
+    );
+    cp.kubectl_ok(&["create", "-f", &file("good.json", &good)], None);
+    let stored: Value = serde_json::from_str(&cp.kubectl_ok(
+        &[
+            "get",
+            &format!("agenticsessions.v1alpha2.{GROUP}"),
+            "-n",
+            &ns,
+            "good",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let old = file("stored.json", &stored);
+    let mut changed = stored.clone();
+    changed["spec"]["userContext"]["userId"] = json!("u2");
+    let who_changed = file("who.json", &changed);
+    let mut changed = stored.clone();
+    changed["spec"]["repos"][0]["branch"] = json!("x..y");
+    let branch_changed = file("branch.json", &changed);
+    for f in [&who_changed, &branch_changed] {
+        let want = kubectl(&["replace", "-f", f]);
+        assert_eq!(review(&[f, "--old", &old]), want, "{f}");
+    }
+    assert!(
+        kubectl(&["replace", "-f", &who_changed])
+            .starts_with("Error from server (Forbidden): error when replacing")
+    );
 }

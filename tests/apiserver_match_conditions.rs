@@ -16,7 +16,7 @@ use std::time::Duration;
 use agentic_webhook::admission::review::{Operation, RequestBuilder};
 use agentic_webhook::admission::{AdmissionService, Config, Policy, Principals};
 use common::envtest::{Principal, Who};
-use common::installed::{GROUP, calls, installed, sessions_in};
+use common::installed::{GROUP, calls, installed, sessions_in, with_crd_defaults};
 use kube::api::{DynamicObject, PostParams};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -39,6 +39,7 @@ fn policy() -> Policy {
         principals: Principals {
             users: vec![Principal::Reconciler.username().to_owned()],
             groups: Vec::new(),
+            ..Principals::default()
         },
         ..Config::default()
     })
@@ -346,11 +347,14 @@ async fn mutation_is_skipped_exactly_when_it_would_change_nothing() {
             .await;
         let was_called = calls(env, "/mutate") > before;
         // What the apiserver held when it decided: the object as sent (the
-        // generator sends no field the version's schema prunes). Not the
-        // answer: a v1alpha1 answer has been through conversion and back.
+        // generator sends no field the version's schema prunes) with the
+        // schema's defaults. Not the answer: a v1alpha1 answer has been
+        // through conversion and back.
         let refused = result.is_err();
-        let seen =
-            serde_json::to_value(session_object(version, &ns, &name, &spec)).expect("serializes");
+        let seen = with_crd_defaults(
+            version,
+            &serde_json::to_value(session_object(version, &ns, &name, &spec)).expect("serializes"),
+        );
         let body = RequestBuilder::new(Operation::Create, version)
             .object(Some(seen.clone()))
             .to_vec();

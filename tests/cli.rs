@@ -372,13 +372,21 @@ fn review_text_puts_results_on_stdout_and_warnings_and_denials_on_stderr() {
     let denied = run(&["review", BAD]);
     assert_eq!(denied.status.code(), Some(1));
     let err = text(&denied.stderr);
-    // kubectl's words for a refused `kubectl create -f FILE`.
+    // kubectl's words for a refused `kubectl create -f FILE`: an Invalid
+    // status with causes reads like built-in validation.
     assert!(
-        err.starts_with(&format!(
-            "Error from server (Invalid): error when creating \"{BAD}\": admission webhook \"validate.agenticsessions.vteam.ambient-code\" denied the request: [spec.repos[0].url: Invalid value: \"file:///etc\""
-        )),
+        err.starts_with(
+            "The AgenticSession \"bad-1\" is invalid: \n* spec.repos[0].url: Invalid value: \"file:///etc\""
+        ),
         "{err}"
     );
+    assert!(
+        err.contains(
+            "* spec.environmentVariables[S3_BUCKET]: Forbidden: is reserved: the runner sets it\n"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("not printed"), "{err}");
     assert!(!text(&denied.stdout).contains("Error from server"));
 }
 
@@ -602,7 +610,7 @@ fn review_reads_a_raw_admission_review_and_writes_junit_and_yaml() {
     assert_eq!(docs[0]["metadata"]["name"], "legacy-1");
     assert!(docs[0]["spec"].get("prompt").is_none());
     assert!(docs[0]["spec"]["initialPrompt"].is_string());
-    assert!(text(&yaml.stderr).contains("Error from server (Invalid)"));
+    assert!(text(&yaml.stderr).contains("The AgenticSession \"bad-1\" is invalid: "));
 }
 
 #[test]

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use agentic_webhook::api::Version;
 use agentic_webhook::api::common::{ActiveWorkflow, GitRef, LlmSettings, McpServers, UserContext};
 use agentic_webhook::api::status::{
-    Condition, ConditionStatus, Phase, ReconciledRepo, ReconciledWorkflow, StoppedReason,
+    Condition, ConditionStatus, Phase, ReconciledRepo, ReconciledWorkflow, RepoState,
+    StoppedReason, WorkflowState,
 };
 use agentic_webhook::api::{v1alpha1 as v1, v1alpha2 as v2};
 use agentic_webhook::conversion::convert_object;
@@ -168,6 +169,54 @@ fn phase(with_error: bool) -> BoxedStrategy<Phase> {
         .boxed()
 }
 
+/// The platform's clone states, and anything else (kept verbatim).
+fn state() -> BoxedStrategy<String> {
+    prop_oneof![
+        Just("Cloning".to_owned()),
+        Just("Ready".to_owned()),
+        Just("Active".to_owned()),
+        Just("Failed".to_owned()),
+        s()
+    ]
+    .boxed()
+}
+
+fn reconciled_repo() -> BoxedStrategy<ReconciledRepo> {
+    (
+        (of(s()), of(url()), of(s())),
+        (of(string_list()), of(s()), of(s()), of(state()), of(s())),
+    )
+        .prop_map(
+            |((name, url, branch), (branches, current, default, status, cloned_at))| {
+                ReconciledRepo {
+                    name,
+                    url,
+                    branch,
+                    branches,
+                    current_active_branch: current,
+                    default_branch: default,
+                    status: status.map(|s| RepoState::parse(&s)),
+                    cloned_at,
+                }
+            },
+        )
+        .boxed()
+}
+
+fn reconciled_workflow() -> BoxedStrategy<ReconciledWorkflow> {
+    (of(url()), of(s()), of(s()), of(state()), of(s()))
+        .prop_map(
+            |(git_url, branch, path, status, applied_at)| ReconciledWorkflow {
+                git_url,
+                branch,
+                path,
+                status: status.map(|s| WorkflowState::parse(&s)),
+                applied_at,
+            },
+        )
+        .boxed()
+}
+
 type Shared = (
     Option<Phase>,
     Option<i64>,
@@ -189,21 +238,8 @@ fn shared_status(with_error: bool) -> BoxedStrategy<Shared> {
         of(0i64..9),
         of(s()),
         of(s()),
-        of(proptest::collection::vec(
-            (of(s()), of(url()), of(s())).prop_map(|(name, url, branch)| ReconciledRepo {
-                name,
-                url,
-                branch,
-            }),
-            0..2,
-        )),
-        of(
-            (of(url()), of(s()), of(s())).prop_map(|(git_url, branch, path)| ReconciledWorkflow {
-                git_url,
-                branch,
-                path,
-            }),
-        ),
+        of(proptest::collection::vec(reconciled_repo(), 0..2)),
+        of(reconciled_workflow()),
         of(s()),
         of(prop_oneof![
             Just(StoppedReason::User),
@@ -532,11 +568,18 @@ proptest! {
         input_url in url(),
         input_branch in of(s()),
         output in of(git_ref()),
+        defaulted in any::<bool>(),
     ) {
-        let mut repo = json!({"input": serde_json::to_value(GitRef { url: Some(input_url.clone()), branch: input_branch })
+        let mut repo = json!({"input": serde_json::to_value(GitRef { url: Some(input_url.clone()), branch: input_branch.clone() })
             .expect("serializes")});
         if let Some(o) = output {
             repo["output"] = serde_json::to_value(o).expect("serializes");
+        }
+        // What the served schema's defaults add to a legacy item before
+        // anything of ours sees it.
+        if defaulted {
+            repo["branch"] = json!("main");
+            repo["autoPush"] = json!(false);
         }
         let legacy = json!({"apiVersion": v1::API_VERSION, "kind": "AgenticSession", "metadata": {"name": "x"},
             "spec": {"prompt": prompt, "mainRepoIndex": 0, "repos": [repo]}});
@@ -545,7 +588,14 @@ proptest! {
         prop_assert_eq!(&spec["initialPrompt"], &json!(prompt));
         prop_assert!(spec.get("prompt").is_none());
         prop_assert_eq!(&spec["repos"][0]["url"], &json!(input_url));
-        prop_assert_eq!(spec["repos"][0].get("branch"), legacy["spec"]["repos"][0]["input"].get("branch"));
+        let want_branch = match (&input_branch, defaulted) {
+            (Some(b), _) => Some(json!(b)),
+            (None, true) => Some(json!("main")),
+            (None, false) => None,
+        };
+        prop_assert_eq!(spec["repos"][0].get("branch"), want_branch.as_ref());
+        // The default is not a value to keep beside input's: no stash for it.
+        prop_assert!(hub["metadata"].get("annotations").is_none(), "{}", hub);
         prop_assert_eq!(spec["repos"][0].get("output"), legacy["spec"]["repos"][0].get("output"));
         prop_assert!(spec["repos"][0].get("input").is_none());
         prop_assert_eq!(

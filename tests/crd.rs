@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use agentic_webhook::api::common::{ActiveWorkflow, GitRef, LlmSettings, McpServers, UserContext};
 use agentic_webhook::api::status::{
-    Condition, ConditionStatus, Phase, ReconciledRepo, ReconciledWorkflow, StoppedReason,
+    Condition, ConditionStatus, Phase, ReconciledRepo, ReconciledWorkflow, RepoState,
+    StoppedReason, WorkflowState,
 };
 use agentic_webhook::api::{Meta, Session, v1alpha1 as v1, v1alpha2 as v2};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -41,10 +42,10 @@ fn the_crd_is_a_valid_custom_resource_definition() {
     let by_name: BTreeMap<&str, _> = spec.versions.iter().map(|v| (v.name.as_str(), v)).collect();
     let (a1, a2) = (by_name["v1alpha1"], by_name["v1alpha2"]);
     assert!(a1.served && !a1.storage && a1.deprecated == Some(true));
-    assert!(
-        a1.deprecation_warning
-            .as_deref()
-            .is_some_and(|w| w.contains("v1alpha2"))
+    // `review` prints it as the apiserver sends it.
+    assert_eq!(
+        a1.deprecation_warning.as_deref(),
+        Some(v1::DEPRECATION_WARNING)
     );
     assert!(a2.served && a2.storage && a2.deprecated.is_none());
     for v in [a1, a2] {
@@ -248,11 +249,18 @@ fn maximal_v2() -> Value {
                 name: Some("r".into()),
                 url: Some("https://h/o/r".into()),
                 branch: Some("main".into()),
+                branches: Some(vec!["main".into(), "dev".into()]),
+                current_active_branch: Some("dev".into()),
+                default_branch: Some("main".into()),
+                status: Some(RepoState::Ready),
+                cloned_at: Some("2026-11-23T06:00:00Z".into()),
             }]),
             reconciled_workflow: Some(ReconciledWorkflow {
                 git_url: Some("https://h/o/wf".into()),
                 branch: Some("main".into()),
                 path: Some("p".into()),
+                status: Some(WorkflowState::Active),
+                applied_at: Some("2026-11-23T06:00:00Z".into()),
             }),
             last_activity_time: Some("2026-11-23T06:00:00Z".into()),
             stopped_reason: Some(StoppedReason::User),
@@ -314,11 +322,18 @@ fn maximal_v1() -> Value {
                 name: Some("r".into()),
                 url: Some("u".into()),
                 branch: Some("b".into()),
+                branches: Some(vec!["b".into()]),
+                current_active_branch: Some("b".into()),
+                default_branch: Some("main".into()),
+                status: Some(RepoState::Cloning),
+                cloned_at: Some("2026-11-23T06:00:00Z".into()),
             }]),
             reconciled_workflow: Some(ReconciledWorkflow {
                 git_url: Some("u".into()),
                 branch: Some("b".into()),
                 path: Some("p".into()),
+                status: Some(WorkflowState::Failed),
+                applied_at: Some("2026-11-23T06:00:00Z".into()),
             }),
             last_activity_time: Some("2026-11-23T06:00:00Z".into()),
             stopped_reason: Some(StoppedReason::Inactivity),
@@ -467,5 +482,113 @@ fn legacy_fields_are_declared_in_v1alpha1_and_described_as_deprecated() {
         "resourceOverrides",
     ] {
         assert!(v2.get(field).is_none(), "v1alpha2 declares {field}");
+    }
+}
+
+/// The ambient-code platform's CRD (../shared/platform/, beside the repo):
+/// `None` outside CI when it is not there.
+fn platform_crd(file: &str) -> Option<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/platform")
+        .join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("CI=true: {}: {e}", path.display())
+        }
+        Err(e) => {
+            eprintln!("SKIPPED platform CRD comparison: {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// v1alpha2 names of v1alpha1 fields that were renamed.
+fn v1alpha2_name(path: &str, key: &str) -> String {
+    match (path, key) {
+        ("spec", "timeout") => "timeoutSeconds".into(),
+        ("spec", "inactivityTimeout") => "inactivityTimeoutSeconds".into(),
+        _ => key.into(),
+    }
+}
+
+/// Every property of `platform` exists in `ours` with the same type, default,
+/// preserve-unknown marker and format (where the platform sets one), and every value its enum allows is
+/// allowed by ours. `rename` maps a property to its name in `ours`.
+fn superset_of(
+    platform: &Value,
+    ours: &Value,
+    path: &str,
+    rename: &dyn Fn(&str, &str) -> String,
+    errors: &mut Vec<String>,
+) {
+    for key in [
+        "type",
+        "format",
+        "default",
+        "x-kubernetes-preserve-unknown-fields",
+    ] {
+        // A format ours adds (int64) narrows nothing the platform stores.
+        if key == "format" && platform.get(key).is_none() {
+            continue;
+        }
+        if platform.get(key) != ours.get(key) {
+            errors.push(format!(
+                "{path}: {key} is {:?} in the platform's CRD, {:?} in ours",
+                platform.get(key),
+                ours.get(key)
+            ));
+        }
+    }
+    if let (Some(theirs), Some(mine)) = (platform["enum"].as_array(), ours["enum"].as_array()) {
+        for v in theirs.iter().filter(|v| !mine.contains(v)) {
+            errors.push(format!("{path}: enum value {v} is refused by ours"));
+        }
+    }
+    if let Some(props) = platform["properties"].as_object() {
+        for (k, theirs) in props {
+            let name = rename(path, k);
+            let p = format!("{path}.{name}");
+            match ours["properties"].get(&name) {
+                Some(mine) => superset_of(theirs, mine, &p, rename, errors),
+                None => errors.push(format!("{p}: missing (the apiserver would prune it)")),
+            }
+        }
+    }
+    for sub in ["items", "additionalProperties"] {
+        if let Some(theirs) = platform.get(sub) {
+            match ours.get(sub) {
+                Some(mine) => superset_of(theirs, mine, &format!("{path}.{sub}"), rename, errors),
+                None => errors.push(format!("{path}.{sub}: missing")),
+            }
+        }
+    }
+}
+
+#[test]
+fn every_property_and_default_of_the_platform_crd_is_in_both_versions() {
+    let Some(platform) = platform_crd("agenticsessions-crd.yaml") else {
+        return;
+    };
+    let theirs = version_schema(&platform, "v1alpha1");
+    let ours = crd_value();
+    let same = |_: &str, k: &str| k.to_owned();
+    for (version, rename) in [
+        ("v1alpha1", &same as &dyn Fn(&str, &str) -> String),
+        ("v1alpha2", &|p: &str, k: &str| {
+            v1alpha2_name(p.trim_start_matches("v1alpha2."), k)
+        }),
+    ] {
+        let mut errors = Vec::new();
+        for part in ["spec", "status"] {
+            superset_of(
+                &theirs["properties"][part],
+                &version_schema(&ours, version)["properties"][part],
+                &format!("{version}.{part}"),
+                rename,
+                &mut errors,
+            );
+        }
+        assert!(errors.is_empty(), "{version}: {errors:#?}");
     }
 }

@@ -52,6 +52,7 @@ fn policy() -> Policy {
         principals: Principals {
             users: vec!["system:serviceaccount:agentic-system:agentic-reconciler".into()],
             groups: vec!["system:masters".into()],
+            ..Principals::default()
         },
         ..Config::default()
     })

@@ -47,11 +47,31 @@ impl Default for Limits {
     }
 }
 
-/// Who counts as the controller (V17–V19).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The ambient-code platform's namespace in its own manifests.
+pub const PLATFORM_NAMESPACE: &str = "ambient-code";
+
+/// Who is who to the rules V17–V20 (see [`validate::principals::Role`]).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Principals {
+    /// Controller principals: this product's reconciler, and whoever
+    /// `--controller-user` / `--controller-group` name. Every right.
     pub users: Vec<String>,
     pub groups: Vec<String>,
+    /// Where the platform's operator (`agentic-operator`) and backend
+    /// (`backend-api`) service accounts live (`--platform-namespace`);
+    /// `None` when the webhook does not run beside the platform.
+    pub platform_namespace: Option<String>,
+}
+
+impl Default for Principals {
+    /// No controllers; the platform in its default namespace.
+    fn default() -> Self {
+        Principals {
+            users: Vec::new(),
+            groups: Vec::new(),
+            platform_namespace: Some(PLATFORM_NAMESPACE.to_owned()),
+        }
+    }
 }
 
 impl Principals {
@@ -97,7 +117,15 @@ pub fn is_session(req: &AdmissionRequest<'_>) -> bool {
 #[derive(Deserialize)]
 struct SpecOnly {
     #[serde(default)]
+    metadata: Option<MetaAnnotations>,
+    #[serde(default)]
     spec: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct MetaAnnotations {
+    #[serde(default)]
+    annotations: Option<Value>,
 }
 
 impl AdmissionService for Policy {
@@ -113,12 +141,23 @@ impl AdmissionService for Policy {
         };
         // A non-object `object` is left for schema validation to reject
         // (serde would read a JSON array as a struct, field by position).
-        let spec = req
+        let object = req
             .object
             .filter(|raw| crate::api::decode::is_json_object(raw.get()))
-            .and_then(|raw| serde_json::from_str::<SpecOnly>(raw.get()).ok())
-            .and_then(|o| o.spec);
-        let m = mutate::mutate_spec(version, spec.as_ref());
+            .and_then(|raw| serde_json::from_str::<SpecOnly>(raw.get()).ok());
+        let (annotations, spec) = match object {
+            Some(o) => (o.metadata.and_then(|m| m.annotations), o.spec),
+            None => (None, None),
+        };
+        let mut m = mutate::mutate_spec(version, spec.as_ref());
+        // M6: a runner's CREATE in its own namespace is marked with its
+        // session, so that runner may later stop what it created (V20).
+        if req.operation == Operation::Create
+            && let Some((ns, session)) = validate::principals::runner_scope(&req.user_info.username)
+            && ns == req.namespace()
+        {
+            mutate::mark_created_by_runner(annotations.as_ref(), session, &mut m);
+        }
         Verdict {
             patch: m.patch_json(),
             warnings: m.warnings,
@@ -176,6 +215,31 @@ mod tests {
             json!({"repos": [{"url": "https://h/o/api", "branch": "main"}]}),
         );
         assert_eq!(Case::create(V1Alpha1, v1).mutate().patch, None);
+    }
+
+    #[test]
+    fn m6_a_runners_create_in_its_namespace_is_marked_and_no_one_elses() {
+        let obj = session(V1Alpha1, json!({"initialPrompt": "p"}));
+        let runner = "system:serviceaccount:team-a:ambient-session-s1";
+        let patch = |c: Case| -> serde_json::Value {
+            serde_json::from_slice(&c.mutate().patch.unwrap_or_default()).unwrap_or_default()
+        };
+        assert_eq!(
+            patch(Case::create(V1Alpha1, obj.clone()).by(runner)),
+            json!([{"op": "add", "path": "/metadata/annotations",
+                    "value": {"vteam.ambient-code/created-by-runner": "s1"}}])
+        );
+        for c in [
+            Case::create(V1Alpha1, obj.clone())
+                .by(runner)
+                .named("team-b", "x"),
+            Case::create(V1Alpha1, obj.clone())
+                .by("system:serviceaccount:team-a:ambient-session-trigger"),
+            Case::create(V1Alpha1, obj.clone()),
+            Case::update(V1Alpha1, obj.clone(), obj.clone()).by(runner),
+        ] {
+            assert_eq!(c.mutate().patch, None, "{c:?}");
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Mutation M1–M5.
+//! Mutation M1–M6.
 //!
 //! The mutating webhook runs before schema validation, so fields may have the
 //! wrong JSON type. Mutation therefore reads the raw `spec` as JSON and only
@@ -15,7 +15,7 @@ use crate::api::common::repo_name;
 
 use crate::api::field::warning;
 
-pub const DEFAULT_BRANCH: &str = "main";
+pub use crate::api::common::DEFAULT_BRANCH;
 
 /// One RFC 6902 operation. Paths are JSON pointers into the whole object.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -90,6 +90,35 @@ pub fn mutate_spec(version: Version, spec: Option<&Value>) -> Mutation {
     m
 }
 
+/// M6: `metadata.annotations[vteam.ambient-code/created-by-runner]` names
+/// the runner session that created the object. `annotations` is the raw
+/// value (any type: a non-map is left for the schema to reject).
+pub fn mark_created_by_runner(annotations: Option<&Value>, session: &str, m: &mut Mutation) {
+    use crate::api::annotations::CREATED_BY_RUNNER;
+    let value = Value::String(session.to_owned());
+    match annotations {
+        None | Some(Value::Null) => m.ops.push(PatchOp::Add {
+            path: "/metadata/annotations".into(),
+            value: Value::Object(Map::from_iter([(CREATED_BY_RUNNER.to_owned(), value)])),
+        }),
+        Some(Value::Object(map)) => {
+            if map.get(CREATED_BY_RUNNER) != Some(&value) {
+                // RFC 6901: `/` in a key is `~1`.
+                let path = format!(
+                    "/metadata/annotations/{}",
+                    CREATED_BY_RUNNER.replace('~', "~0").replace('/', "~1")
+                );
+                m.ops.push(if map.contains_key(CREATED_BY_RUNNER) {
+                    PatchOp::Replace { path, value }
+                } else {
+                    PatchOp::Add { path, value }
+                });
+            }
+        }
+        Some(_) => {}
+    }
+}
+
 /// M1: `prompt` becomes `initialPrompt`, as conversion does. When both are
 /// set and differ, nothing is deleted: `initialPrompt` wins and `prompt`
 /// stays (conversion stashes it).
@@ -146,13 +175,12 @@ fn trim_field(obj: &Map<String, Value>, pointer: &str, key: &str, m: &mut Mutati
     }
 }
 
-/// M3 (+M4) on a `branch` field: absent or blank becomes `main`.
+/// M3 (+M4) on a `branch` field: absent becomes `main` (the CRD's default).
+/// An explicit `""` stays: the platform clones the repository's default
+/// branch for it (`master` for some), which `main` would break.
 fn default_branch(obj: &Map<String, Value>, pointer: &str, m: &mut Mutation) {
     match obj.get("branch") {
         None => m.set(obj, pointer, "branch", Value::String(DEFAULT_BRANCH.into())),
-        Some(Value::String(b)) if b.trim().is_empty() => {
-            m.set(obj, pointer, "branch", Value::String(DEFAULT_BRANCH.into()))
-        }
         Some(Value::String(_)) => trim_field(obj, pointer, "branch", m),
         Some(_) => {}
     }
@@ -210,6 +238,10 @@ fn legacy_repo(
             };
             let target = match flat_branch {
                 Some(Some(fb)) if in_branch.is_none_or(|ib| ib == fb) => fb,
+                // The served schema defaults `branch` to main on every repo
+                // item, legacy ones included: that says nothing against
+                // what `input.branch` asks for.
+                Some(Some(DEFAULT_BRANCH)) => in_branch.unwrap_or(DEFAULT_BRANCH),
                 Some(None) => in_branch.unwrap_or(DEFAULT_BRANCH),
                 // Conflicting or mistyped branch: keep both for validation to report.
                 _ => {
@@ -229,13 +261,20 @@ fn legacy_repo(
         Some(Value::String(url)) if url.trim() == in_url => {
             let flat_branch = match repo.get("branch") {
                 None => Some(DEFAULT_BRANCH),
-                Some(Value::String(b)) if b.trim().is_empty() => Some(DEFAULT_BRANCH),
                 Some(Value::String(b)) => Some(b.trim()),
                 Some(_) => None,
             };
             if flat_branch.is_some_and(|fb| in_branch.is_none_or(|ib| ib == fb)) {
                 trim_field(repo, pointer, "url", m);
                 default_branch(repo, pointer, m);
+                m.remove(pointer, "input");
+                m.warn(&format!(
+                    "spec.repos[{i}].input is deprecated: removed, it repeats spec.repos[{i}].url"
+                ));
+            } else if let (Some(DEFAULT_BRANCH), Some(ib)) = (flat_branch, in_branch) {
+                // As above: a defaulted `main` yields to input.branch.
+                trim_field(repo, pointer, "url", m);
+                m.set(repo, pointer, "branch", Value::String(ib.to_owned()));
                 m.remove(pointer, "input");
                 m.warn(&format!(
                     "spec.repos[{i}].input is deprecated: removed, it repeats spec.repos[{i}].url"
@@ -397,6 +436,86 @@ mod tests {
                 "mainRepo": "api"
             }})
         );
+    }
+
+    #[test]
+    fn an_explicit_empty_branch_asks_for_the_default_branch_and_stays() {
+        // The platform's scheduled-session form writes `branch: ""`; its
+        // hydrate step then clones the repository's default branch.
+        for v in Version::ALL {
+            let (out, _) = run(
+                v,
+                json!({"spec": {
+                    "repos": [{"url": "https://h/o/api", "branch": ""},
+                              {"url": "https://h/o/web", "branch": "   "}],
+                    "activeWorkflow": {"gitUrl": "https://h/o/wf", "branch": ""}
+                }}),
+            );
+            assert_eq!(out["spec"]["repos"][0]["branch"], "", "{v}");
+            assert_eq!(out["spec"]["repos"][1]["branch"], "", "{v}");
+            assert_eq!(out["spec"]["activeWorkflow"]["branch"], "", "{v}");
+        }
+    }
+
+    #[test]
+    fn the_schemas_default_main_on_a_legacy_repo_yields_to_input_branch() {
+        // The served schema defaults `branch` (and `autoPush`) on every repo
+        // item before mutation runs, legacy ones included.
+        let (out, m) = run(
+            Version::V1Alpha1,
+            json!({"spec": {"repos": [{"branch": "main", "autoPush": false,
+                "input": {"url": "https://h/o/api.git", "branch": "dev"}}]}}),
+        );
+        assert_eq!(
+            out,
+            json!({"spec": {"repos": [{"url": "https://h/o/api.git", "branch": "dev", "autoPush": false}]}})
+        );
+        assert_eq!(m.warnings.len(), 1);
+        // The same beside a flat url that repeats input's.
+        let (out, _) = run(
+            Version::V1Alpha1,
+            json!({"spec": {"repos": [{"url": "https://h/o/api.git", "branch": "main",
+                "input": {"url": "https://h/o/api.git", "branch": "dev"}}]}}),
+        );
+        assert_eq!(
+            out,
+            json!({"spec": {"repos": [{"url": "https://h/o/api.git", "branch": "dev"}]}})
+        );
+    }
+
+    #[test]
+    fn a_runners_creation_is_marked_with_its_session() {
+        let mut m = Mutation::default();
+        mark_created_by_runner(None, "s1", &mut m);
+        assert_eq!(
+            serde_json::to_value(&m.ops).expect("serializes"),
+            json!([{"op": "add", "path": "/metadata/annotations",
+                    "value": {"vteam.ambient-code/created-by-runner": "s1"}}])
+        );
+        let mut m = Mutation::default();
+        mark_created_by_runner(Some(&json!({"a": "b"})), "s1", &mut m);
+        let out = apply(&json!({"metadata": {"annotations": {"a": "b"}}}), &m);
+        assert_eq!(
+            out,
+            json!({"metadata": {"annotations": {"a": "b", "vteam.ambient-code/created-by-runner": "s1"}}})
+        );
+        // A forged mark is replaced; the right one, or a mistyped map, left alone.
+        let mut m = Mutation::default();
+        let forged = json!({"vteam.ambient-code/created-by-runner": "other"});
+        mark_created_by_runner(Some(&forged), "s1", &mut m);
+        let out = apply(&json!({"metadata": {"annotations": forged}}), &m);
+        assert_eq!(
+            out["metadata"]["annotations"]["vteam.ambient-code/created-by-runner"],
+            "s1"
+        );
+        for kept in [
+            json!({"vteam.ambient-code/created-by-runner": "s1"}),
+            json!("x"),
+        ] {
+            let mut m = Mutation::default();
+            mark_created_by_runner(Some(&kept), "s1", &mut m);
+            assert!(m.is_empty(), "{kept}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub fn config() -> Config {
         principals: Principals {
             users: vec![CONTROLLER.to_owned()],
             groups: vec!["agentic:controllers".to_owned()],
+            ..Principals::default()
         },
         ..Config::default()
     }

@@ -60,6 +60,9 @@ pub struct ActiveWorkflow {
     pub path: Option<String>,
 }
 
+/// The branch the CRD defaults a repository or workflow to.
+pub const DEFAULT_BRANCH: &str = "main";
+
 /// The name of a repository: the last path segment of its URL without `.git`
 /// (`git@github.com:org/api.git` -> `api`). Total on every string.
 pub fn repo_name(url: &str) -> &str {

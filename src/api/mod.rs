@@ -9,6 +9,7 @@ pub(crate) mod field;
 pub(crate) mod object;
 pub mod resource;
 pub(crate) mod review;
+pub mod runner_env;
 pub mod status;
 pub mod v1alpha1;
 pub mod v1alpha2;
@@ -29,15 +30,17 @@ pub(crate) mod annotations {
     pub const RUNNER_SA: &str = "ambient-code.io/runner-sa";
     pub const TOKEN_REFRESHED_AT: &str = "ambient-code.io/token-refreshed-at";
     pub const ATTEMPT: &str = "ambient-code.io/attempt";
+    /// When a stop was asked for (the platform's backend sets it beside
+    /// `desired-phase: Stopped`).
+    pub const STOP_REQUESTED_AT: &str = "ambient-code.io/stop-requested-at";
+    /// The session whose runner created this one (set by the mutating
+    /// webhook on a runner's CREATE): that runner may stop it (V20).
+    pub const CREATED_BY_RUNNER: &str = "vteam.ambient-code/created-by-runner";
 
-    /// Annotations only controller principals may add, change or remove (V18).
-    pub const OPERATOR_OWNED: &[&str] = &[
-        RUNNER_TOKEN_SECRET,
-        RUNNER_SA,
-        TOKEN_REFRESHED_AT,
-        ATTEMPT,
-        CONVERSION_DATA,
-    ];
+    /// The platform operator's bookkeeping: its and the controllers' (V18).
+    pub const PLATFORM_OWNED: &[&str] = &[RUNNER_TOKEN_SECRET, RUNNER_SA, TOKEN_REFRESHED_AT];
+    /// This product's bookkeeping: only controller principals' (V18).
+    pub const PRODUCT_OWNED: &[&str] = &[ATTEMPT, CONVERSION_DATA, CREATED_BY_RUNNER];
 }
 
 /// A served version of the resource.

@@ -127,7 +127,27 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
-/// A repository as the runner last applied it.
+open_string_enum! {
+    /// `status.reconciledRepos[].status`, as the platform's operator writes it.
+    RepoState {
+        Cloning => "Cloning",
+        Ready => "Ready",
+        Failed => "Failed",
+    }
+}
+
+open_string_enum! {
+    /// `status.reconciledWorkflow.status`, as the platform's operator writes it.
+    WorkflowState {
+        Cloning => "Cloning",
+        Active => "Active",
+        Failed => "Failed",
+    }
+}
+
+/// A repository as the runner last applied it. The fields after `branch`
+/// are the platform's (its operator and UI read them; pruning them on a
+/// status write would lose what the UI shows).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReconciledRepo {
@@ -135,8 +155,20 @@ pub struct ReconciledRepo {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The platform marks it deprecated in favour of `currentActiveBranch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branches: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_active_branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RepoState>,
+    /// RFC 3339, kept as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloned_at: Option<String>,
 }
 
 /// The workflow as the runner last acknowledged it.
@@ -149,6 +181,11 @@ pub struct ReconciledWorkflow {
     pub branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<WorkflowState>,
+    /// RFC 3339, kept as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<String>,
 }
 
 /// Look a condition up by type.

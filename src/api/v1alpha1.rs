@@ -12,6 +12,10 @@ use super::status::{Condition, Phase, ReconciledRepo, ReconciledWorkflow, Stoppe
 
 pub const VERSION: &str = "v1alpha1";
 pub const API_VERSION: &str = "vteam.ambient-code/v1alpha1";
+/// The CRD's `deprecationWarning`: the apiserver sends it with every
+/// request in this version.
+pub const DEPRECATION_WARNING: &str =
+    "vteam.ambient-code/v1alpha1 AgenticSession is deprecated; use vteam.ambient-code/v1alpha2";
 
 /// A repository in either the flat form `{url, branch, autoPush, output}` or
 /// the legacy form `{input: {url, branch}, output}`.
@@ -100,8 +104,10 @@ impl SessionSpec {
         self.repos.as_deref().unwrap_or_default()
     }
 
+    /// Absent means interactive: the platform removed the field and treats
+    /// every session so; only an explicit `false` asks for batch semantics.
     pub fn is_interactive(&self) -> bool {
-        self.interactive.unwrap_or(false)
+        self.interactive.unwrap_or(true)
     }
 }
 

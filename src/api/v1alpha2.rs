@@ -63,8 +63,10 @@ impl SessionSpec {
         self.repos.as_deref().unwrap_or_default()
     }
 
+    /// Absent means interactive: the platform removed the field and treats
+    /// every session so; only an explicit `false` asks for batch semantics.
     pub fn is_interactive(&self) -> bool {
-        self.interactive.unwrap_or(false)
+        self.interactive.unwrap_or(true)
     }
 }
 

@@ -196,6 +196,17 @@ pub struct PolicyArgs {
     /// V17–V19: groups whose members are controller principals; repeatable.
     #[arg(long = "controller-group", value_name = "GROUP")]
     pub controller_groups: Vec<String>,
+    /// V17–V18: the namespace of the ambient-code platform's operator
+    /// (`agentic-operator`) and backend (`backend-api`) service accounts,
+    /// which get the rights their code needs (docs/platform.md); `""` when
+    /// the platform is not installed.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        default_value = crate::admission::PLATFORM_NAMESPACE,
+        env = "AGENTIC_PLATFORM_NAMESPACE"
+    )]
+    pub platform_namespace: String,
     /// Rule ids whose denials become warnings (e.g. `V3` while rolling out
     /// a git-host allow-list); repeatable or comma-separated. Counted as
     /// `agentic_webhook_denials_total{enforcement="warn"}`.
@@ -230,6 +241,8 @@ impl PolicyArgs {
             principals: Principals {
                 users: self.controller_users.clone(),
                 groups: self.controller_groups.clone(),
+                platform_namespace: Some(self.platform_namespace.clone())
+                    .filter(|ns| !ns.is_empty()),
             },
             warn_only: self.warn_only.clone(),
         }

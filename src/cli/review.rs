@@ -155,6 +155,13 @@ impl Record {
         r
     }
 
+    /// The reviewed object's `apiVersion`.
+    fn api_version(&self) -> Option<&str> {
+        self.outcome
+            .as_ref()
+            .and_then(|o| o.object["apiVersion"].as_str())
+    }
+
     /// Where it came from, for messages: `FILE` or `FILE (document 2, item 0)`.
     pub fn origin(&self) -> String {
         // kubectl's name for standard input.
@@ -376,23 +383,15 @@ fn short_name(id: &str) -> &str {
 }
 
 fn text_problems(r: &Record) {
+    // The apiserver warns of a deprecated version before anything else.
+    if r.api_version() == Some(crate::api::v1alpha1::API_VERSION) {
+        eprintln!("Warning: {}", crate::api::v1alpha1::DEPRECATION_WARNING);
+    }
     for w in &r.warnings {
         eprintln!("Warning: {w}");
     }
     match r.decision.as_str() {
-        "denied" => {
-            let verb = match r.operation {
-                Some(Operation::Update) => "replacing",
-                _ => "creating",
-            };
-            eprintln!(
-                "Error from server ({}): error when {verb} \"{}\": admission webhook \"{}\" denied the request: {}",
-                r.reason.as_deref().unwrap_or_default(),
-                r.origin(),
-                super::review_names::VALIDATING,
-                r.message.as_deref().unwrap_or_default()
-            );
-        }
+        "denied" => eprint!("{}", kubectl_error(r)),
         "error" => eprintln!(
             "error: {}: {}",
             r.origin(),
@@ -400,6 +399,43 @@ fn text_problems(r: &Record) {
         ),
         _ => {}
     }
+}
+
+/// What kubectl prints for the apiserver's refusal (its `cmdutil.CheckErr`):
+/// an `Invalid` status with details reads like built-in validation, one
+/// `field: message` per distinct cause; anything else is the status message
+/// behind the verb and file kubectl adds (`AddSourceToErr`).
+fn kubectl_error(r: &Record) -> String {
+    if r.reason.as_deref() == Some("Invalid") {
+        let head = format!(
+            "The {} {:?} is invalid",
+            crate::api::KIND,
+            short_name(&r.name)
+        );
+        let mut lines: Vec<String> = Vec::new();
+        for c in &r.causes {
+            let line = format!("{}: {}", c.field, c.message);
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
+        return match lines.as_slice() {
+            [] => format!("{head}\n"),
+            [one] => format!("{head}: {one}\n"),
+            many => format!("{head}: \n* {}\n", many.join("\n* ")),
+        };
+    }
+    let verb = match r.operation {
+        Some(Operation::Update) => "replacing",
+        _ => "creating",
+    };
+    format!(
+        "Error from server ({}): error when {verb} \"{}\": admission webhook \"{}\" denied the request: {}\n",
+        r.reason.as_deref().unwrap_or_default(),
+        r.origin(),
+        super::review_names::VALIDATING,
+        r.message.as_deref().unwrap_or_default()
+    )
 }
 
 fn xml(s: &str) -> String {

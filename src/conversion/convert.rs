@@ -196,6 +196,9 @@ fn repo_to_v2(i: usize, r: v1::Repo, stash: &mut SpecStash) -> Result<v2::Repo, 
         (None, Some(input)) => {
             let url = input.url.ok_or(ConvertError::RepoWithoutUrl(i))?;
             let chosen = match (input.branch, branch) {
+                // The served schema defaults `branch` to main on legacy
+                // items too: a default, not a value to keep beside input's.
+                (Some(ib), Some(fb)) if fb == crate::api::common::DEFAULT_BRANCH => Some(ib),
                 (Some(ib), Some(fb)) if ib != fb => {
                     stash.repos.insert(
                         i.to_string(),

@@ -294,6 +294,7 @@ mod tests {
             git_url: Some("https://h/o/wf".into()),
             branch: Some("main".into()),
             path: None,
+            ..ReconciledWorkflow::default()
         });
         assert_eq!(n.notify(S1, NoticeBody::Workflow(wf)).await, Ok(()));
         let err = n.notify(S1, NoticeBody::Repos { repos: vec![] }).await;

@@ -217,6 +217,7 @@ pub fn reconciled_repo(r: &Repo) -> ReconciledRepo {
         name: Some(repo_name(&r.url).to_owned()),
         url: Some(r.url.clone()),
         branch: Some(r.branch.clone().unwrap_or_else(|| "main".to_owned())),
+        ..ReconciledRepo::default()
     }
 }
 
@@ -229,6 +230,7 @@ pub fn desired_workflow(spec: &SessionSpec) -> Option<ReconciledWorkflow> {
             git_url: w.git_url.clone(),
             branch: Some(w.branch.clone().unwrap_or_else(|| "main".to_owned())),
             path: w.path.clone(),
+            ..ReconciledWorkflow::default()
         })
 }
 
@@ -657,7 +659,8 @@ impl Planner<'_> {
             return;
         }
         match self.obs.pod.as_ref().map(|p| &p.runner) {
-            // It finished before we saw it run: record Running first (V22), then Completed.
+            // It finished before we saw it run: record Running first (RunnerStarted and
+            // its notices belong to every attempt), then Completed.
             Some(RunnerState::Terminated { exit_code: 0, .. })
             | Some(RunnerState::Running { ready: true }) => self.enter_running(),
             // Woken by the pod's watch events, as in `pending`.

@@ -1114,15 +1114,13 @@ mod props {
             for round in 0..rounds {
                 let t = at(step * round as i64);
                 let p = run_at(&s, Some(&st), desired, &obs, t);
-                let old = StatusView { phase: st.phase.as_ref(), attempt: st.attempt, observed_generation: None, conditions: &[] };
-                let increased = p.status.attempt.unwrap_or(0) > st.attempt.unwrap_or(0);
+                let old = StatusView { phase: st.phase.as_ref(), observed_generation: None, conditions: &[] };
                 prop_assert!(
-                    transition_allowed(old.phase, p.status.phase.as_ref(), increased),
+                    transition_allowed(old.phase, p.status.phase.as_ref()),
                     "{:?} -> {:?}", st.phase, p.status.phase
                 );
                 let view = StatusView {
                     phase: p.status.phase.as_ref(),
-                    attempt: p.status.attempt,
                     observed_generation: p.status.observed_generation,
                     conditions: p.status.conditions(),
                 };

@@ -39,25 +39,9 @@ const LABEL_NAME: &str = "app.kubernetes.io/name";
 /// Labels on the runner pod that only the reconciler sets.
 pub const OWNED_LABELS: &[&str] = &[LABEL_NAME, LABEL_MANAGED_BY, LABEL_SESSION, LABEL_ATTEMPT];
 
-/// Variables the reconciler gives the runner container; a template may not set them.
-pub const RUNNER_ENV: &[&str] = &[
-    "SESSION_NAME",
-    "NAMESPACE",
-    "ATTEMPT",
-    "INITIAL_PROMPT",
-    "REPOS",
-    "MAIN_REPO",
-    "INTERACTIVE",
-    "RUNNER_PORT",
-    "LLM_MODEL",
-    "LLM_TEMPERATURE",
-    "LLM_MAX_TOKENS",
-    "TIMEOUT_SECONDS",
-    "INACTIVITY_TIMEOUT_SECONDS",
-    "STOP_ON_RUN_FINISHED",
-    "AUTO_PUSH_ON_COMPLETE",
-    "MCP_SERVERS",
-];
+/// Variables the reconciler gives the runner container; a template may not
+/// set them, and neither may a session (V10 shares the list).
+pub use crate::api::runner_env::RECONCILER as RUNNER_ENV;
 
 /// How runner pods are made: the platform team's template (checked by
 /// [`super::template::load`]), the image and the resources for a runner
@@ -177,8 +161,10 @@ fn runner_env(
             serde_json::to_string(mcp).unwrap_or_default(),
         ));
     }
+    // A reserved name is skipped even if the webhook let it through (it
+    // ratchets, or was bypassed): last duplicate wins in a pod spec.
     for (k, v) in spec.environment_variables.iter().flatten() {
-        if !template.iter().any(|e| &e.name == k) {
+        if !crate::api::runner_env::is_reserved(k) && !template.iter().any(|e| &e.name == k) {
             vars.push(env(k, v.clone()));
         }
     }

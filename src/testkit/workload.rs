@@ -250,6 +250,7 @@ mod tests {
             principals: Principals {
                 users: vec![CONTROLLER_USER.into()],
                 groups: vec![],
+                ..Principals::default()
             },
             ..Config::default()
         })

@@ -209,3 +209,53 @@ pub fn calls(env: &Installed, path: &str) -> f64 {
     )
     .unwrap_or(0.0)
 }
+
+/// `obj` as the apiserver holds it once decoded in `version`: with the
+/// structural defaults of `manifests/crd.yaml` applied to every absent
+/// property of an object (a mistyped value gets none, as on the apiserver).
+pub fn with_crd_defaults(version: &str, obj: &Value) -> Value {
+    static CRD_SCHEMA: OnceLock<Value> = OnceLock::new();
+    let crd = CRD_SCHEMA.get_or_init(|| {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crd.yaml"),
+        )
+        .unwrap_or_else(|e| panic!("crd.yaml: {e}"));
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("crd.yaml: {e}"))
+    });
+    let schema = crd["spec"]["versions"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["name"] == version))
+        .map(|v| &v["schema"]["openAPIV3Schema"])
+        .unwrap_or_else(|| panic!("no version {version} in crd.yaml"));
+    let mut out = obj.clone();
+    default_into(schema, &mut out);
+    out
+}
+
+fn default_into(schema: &Value, value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, s) in schema["properties"].as_object().into_iter().flatten() {
+                if let (Some(d), None) = (s.get("default"), map.get(k)) {
+                    map.insert(k.clone(), d.clone());
+                }
+                if let Some(v) = map.get_mut(k) {
+                    default_into(s, v);
+                }
+            }
+            if let Some(s) = schema.get("additionalProperties").filter(|s| s.is_object()) {
+                for v in map.values_mut() {
+                    default_into(s, v);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                for v in items {
+                    default_into(s, v);
+                }
+            }
+        }
+        _ => {}
+    }
+}

@@ -15,6 +15,7 @@ use crate::admission::review::{AdmissionRequest, Operation, Verdict};
 use crate::api::field::{FieldError, FieldPath, Rule};
 use crate::api::{SessionV1, SessionV2, Version};
 
+use principals::{Role, Write};
 use view::Versioned;
 
 /// Judge one request (dry-run requests are judged exactly like real ones).
@@ -82,8 +83,7 @@ fn validate_main<S: Versioned>(
     new: &S,
     old: Option<&S>,
 ) -> Verdict {
-    let user = &req.user_info;
-    let p = &cfg.principals;
+    let role = Role::of(&cfg.principals, &req.user_info);
     let (shape_errors, mut warnings) = spec_shape::check(&new.spec_view(), &cfg.limits);
     let mut errors = match old {
         Some(old) if !shape_errors.is_empty() => {
@@ -94,29 +94,39 @@ fn validate_main<S: Versioned>(
         }
         _ => shape_errors,
     };
+    let new_annotations = new.meta().annotations.as_ref();
+    let old_annotations = old.and_then(|o| o.meta().annotations.as_ref());
     if let Some(old) = old {
         errors.extend(running::check(old, new));
         errors.extend(principals::check_user_context(
-            p,
-            user,
+            role,
             old.user_context(),
             new.user_context(),
         ));
     }
     errors.extend(principals::check_owned_annotations(
-        p,
-        user,
-        old.and_then(|o| o.meta().annotations.as_ref()),
-        new.meta().annotations.as_ref(),
+        role,
+        old.is_none(),
+        old_annotations,
+        new_annotations,
     ));
+    let write = match old {
+        None => Write::Create,
+        Some(old) => Write::Update {
+            old: old_annotations,
+            stop_only: new.changed_spec_fields(old).is_empty()
+                && new.meta().labels == old.meta().labels
+                && principals::is_stop_request(old_annotations, new_annotations),
+        },
+    };
     errors.extend(principals::check_runner_scope(
-        user,
+        role,
+        &req.user_info,
         req.namespace(),
         object_name(req, new),
+        write,
     ));
-    errors.extend(principals::check_desired_phase(
-        new.meta().annotations.as_ref(),
-    ));
+    errors.extend(principals::check_desired_phase(new_annotations));
     deny_or_allow(cfg, req, errors, warnings)
 }
 
@@ -127,12 +137,16 @@ fn validate_status<S: Versioned>(
     old: Option<&S>,
 ) -> Verdict {
     let user = &req.user_info;
+    let role = Role::of(&cfg.principals, user);
     let mut errors: Vec<FieldError> = Vec::new();
-    errors.extend(principals::check_status_writer(&cfg.principals, user));
+    let activity_only = old.is_some_and(|old| new.status_eq_but_activity(old));
+    errors.extend(principals::check_status_writer(role, user, activity_only));
     errors.extend(principals::check_runner_scope(
+        role,
         user,
         req.namespace(),
         object_name(req, new),
+        Write::Status,
     ));
     let new_status = new.status_view();
     if let Some(old) = old {

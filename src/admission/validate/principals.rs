@@ -1,49 +1,143 @@
-//! Who may do what, V17–V21. Controller principals come from flags
-//! (`--controller-user`, `--controller-group`).
+//! Who may do what, V17–V21. Each principal's rights are explicit and as
+//! small as the ambient-code platform's code needs (docs/platform.md
+//! names the code path behind each):
+//!
+//! | principal | status | operator annotations | userContext | sessions |
+//! |---|---|---|---|---|
+//! | controller (this product's reconciler, `--controller-*`) | all | all | may change | all |
+//! | platform operator `<platform-ns>:agentic-operator` | all | the platform's | fixed | all |
+//! | platform backend `<platform-ns>:backend-api` | `lastActivityTime` | none | fixed | all |
+//! | runner `<ns>:ambient-session-<s>` | none | none | fixed | its own; create in `<ns>`; stop those it created |
+//! | anyone else (people, access keys, the scheduled-session trigger) | none | none | fixed | as RBAC allows |
 
 use std::collections::BTreeMap;
 
 use crate::admission::Principals;
 use crate::admission::review::UserInfo;
-use crate::api::annotations::{DESIRED_PHASE, OPERATOR_OWNED};
+use crate::api::annotations::{
+    CREATED_BY_RUNNER, DESIRED_PHASE, PLATFORM_OWNED, PRODUCT_OWNED, STOP_REQUESTED_AT,
+};
 use crate::api::common::UserContext;
 use crate::api::field::{BadValue, FieldError, FieldPath, Rule};
 
 const SA_PREFIX: &str = "system:serviceaccount:";
 const RUNNER_SA_PREFIX: &str = "ambient-session-";
+/// The scheduled-session trigger's service account: named like a runner's,
+/// it is not one (`operator/internal/handlers/projectsettings.go`).
+const TRIGGER_SA: &str = "ambient-session-trigger";
+const PLATFORM_OPERATOR_SA: &str = "agentic-operator";
+const PLATFORM_BACKEND_SA: &str = "backend-api";
 
 pub const DESIRED_PHASES: &[&str] = &["Running", "Stopped"];
 
-/// V17: only controllers write `status`.
-pub fn check_status_writer(p: &Principals, user: &UserInfo) -> Option<FieldError> {
-    (!p.is_controller(user)).then(|| {
-        FieldError::forbidden(
-            Rule::V17,
-            FieldPath::new("status"),
-            format!(
-                "only controller principals may update the status subresource (user {:?})",
-                user.username
-            ),
-        )
-    })
+/// What a principal is to the rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role<'a> {
+    Controller,
+    PlatformOperator,
+    PlatformBackend,
+    Runner {
+        namespace: &'a str,
+        session: &'a str,
+    },
+    /// People, access keys, the trigger and every other service account.
+    Tenant,
+}
+
+impl Role<'_> {
+    pub fn of<'a>(p: &Principals, user: &'a UserInfo) -> Role<'a> {
+        if p.is_controller(user) {
+            return Role::Controller;
+        }
+        if let Some((ns, sa)) = service_account(&user.username) {
+            if p.platform_namespace.as_deref() == Some(ns) {
+                match sa {
+                    PLATFORM_OPERATOR_SA => return Role::PlatformOperator,
+                    PLATFORM_BACKEND_SA => return Role::PlatformBackend,
+                    _ => {}
+                }
+            }
+            if let Some(session) = sa.strip_prefix(RUNNER_SA_PREFIX)
+                && sa != TRIGGER_SA
+            {
+                return Role::Runner {
+                    namespace: ns,
+                    session,
+                };
+            }
+        }
+        Role::Tenant
+    }
+}
+
+fn service_account(username: &str) -> Option<(&str, &str)> {
+    username.strip_prefix(SA_PREFIX)?.split_once(':')
+}
+
+/// The `(namespace, session)` a runner service account belongs to.
+pub fn runner_scope(username: &str) -> Option<(&str, &str)> {
+    let (ns, sa) = service_account(username)?;
+    if sa == TRIGGER_SA {
+        return None;
+    }
+    Some((ns, sa.strip_prefix(RUNNER_SA_PREFIX)?))
+}
+
+/// V17: status belongs to the controllers and the platform's operator; the
+/// platform's backend records activity (`websocket/agui_proxy.go`), nothing
+/// else. `activity_only`: the write changes no status field but
+/// `lastActivityTime`.
+pub fn check_status_writer(
+    role: Role<'_>,
+    user: &UserInfo,
+    activity_only: bool,
+) -> Option<FieldError> {
+    let detail = match role {
+        Role::Controller | Role::PlatformOperator => return None,
+        Role::PlatformBackend if activity_only => return None,
+        Role::PlatformBackend => format!(
+            "the platform's backend ({:?}) may update status.lastActivityTime only",
+            user.username
+        ),
+        _ => format!(
+            "only controller principals may update the status subresource (user {:?})",
+            user.username
+        ),
+    };
+    Some(FieldError::forbidden(
+        Rule::V17,
+        FieldPath::new("status"),
+        detail,
+    ))
 }
 
 type Annotations = BTreeMap<String, String>;
 
-/// V18: operator-owned annotations are the controller's to add, change or remove.
+fn get<'m>(m: Option<&'m Annotations>, k: &str) -> Option<&'m str> {
+    m.and_then(|m| m.get(k)).map(String::as_str)
+}
+
+/// V18: the platform operator's annotations are its and the controllers';
+/// this product's are the controllers' alone, but for the mark the mutating
+/// webhook puts on a session a runner creates.
 pub fn check_owned_annotations(
-    p: &Principals,
-    user: &UserInfo,
+    role: Role<'_>,
+    creating: bool,
     old: Option<&Annotations>,
     new: Option<&Annotations>,
 ) -> Vec<FieldError> {
-    if p.is_controller(user) {
-        return Vec::new();
-    }
-    let get = |m: Option<&Annotations>, k: &str| m.and_then(|m| m.get(k)).cloned();
-    OPERATOR_OWNED
+    let may = |k: &str| match role {
+        Role::Controller => true,
+        Role::PlatformOperator => PLATFORM_OWNED.contains(&k),
+        Role::Runner { session, .. } => {
+            creating && k == CREATED_BY_RUNNER && get(new, k) == Some(session)
+        }
+        Role::PlatformBackend | Role::Tenant => false,
+    };
+    PLATFORM_OWNED
         .iter()
-        .filter(|k| get(old, k) != get(new, k))
+        .chain(PRODUCT_OWNED)
+        .filter(|k| get(old, k) != get(new, k) && !may(k))
         .map(|k| {
             FieldError::forbidden(
                 Rule::V18,
@@ -56,12 +150,11 @@ pub fn check_owned_annotations(
 
 /// V19: the user context is fixed at creation.
 pub fn check_user_context(
-    p: &Principals,
-    user: &UserInfo,
+    role: Role<'_>,
     old: Option<&UserContext>,
     new: Option<&UserContext>,
 ) -> Option<FieldError> {
-    (old != new && !p.is_controller(user)).then(|| {
+    (old != new && role != Role::Controller).then(|| {
         FieldError::forbidden(
             Rule::V19,
             FieldPath::new("spec.userContext"),
@@ -70,27 +163,67 @@ pub fn check_user_context(
     })
 }
 
-/// The `(namespace, session)` a runner service account belongs to.
-pub fn runner_scope(username: &str) -> Option<(&str, &str)> {
-    let rest = username.strip_prefix(SA_PREFIX)?;
-    let (ns, sa) = rest.split_once(':')?;
-    let session = sa.strip_prefix(RUNNER_SA_PREFIX)?;
-    Some((ns, session))
+/// A write as V20 sees it.
+#[derive(Clone, Copy, Debug)]
+pub enum Write<'a> {
+    Create,
+    /// An UPDATE of the main resource. `stop_only`: it changes nothing but
+    /// `desired-phase` (to `Stopped`) and `stop-requested-at`, as the
+    /// backend's StopSession does.
+    Update {
+        old: Option<&'a Annotations>,
+        stop_only: bool,
+    },
+    Status,
 }
 
-/// V20: a runner may write only its own session.
-pub fn check_runner_scope(user: &UserInfo, namespace: &str, name: &str) -> Option<FieldError> {
-    let (ns, session) = runner_scope(&user.username)?;
-    (ns != namespace || session != name).then(|| {
+/// V20: a runner writes its own session, creates sessions in its namespace
+/// (the runner's `acp_create_session` tool, through the backend) and stops
+/// the ones it created (`acp_stop_session`); nothing else.
+pub fn check_runner_scope(
+    role: Role<'_>,
+    user: &UserInfo,
+    namespace: &str,
+    name: &str,
+    write: Write<'_>,
+) -> Option<FieldError> {
+    let Role::Runner {
+        namespace: ns,
+        session,
+    } = role
+    else {
+        return None;
+    };
+    let allowed = ns == namespace
+        && match write {
+            Write::Create => true,
+            Write::Status => session == name,
+            Write::Update { old, stop_only } => {
+                session == name || (stop_only && get(old, CREATED_BY_RUNNER) == Some(session))
+            }
+        };
+    (!allowed).then(|| {
         FieldError::forbidden(
             Rule::V20,
             FieldPath::new("metadata.name"),
             format!(
-                "runner service account {:?} may write only session {ns}/{session}",
+                "runner service account {:?} may write only session {ns}/{session}, create sessions in {ns} and stop the ones it created",
                 user.username
             ),
         )
     })
+}
+
+/// Does `new` differ from `old` only by a stop request?
+pub fn is_stop_request(old: Option<&Annotations>, new: Option<&Annotations>) -> bool {
+    let rest = |m: Option<&Annotations>| -> Annotations {
+        m.into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != DESIRED_PHASE && *k != STOP_REQUESTED_AT)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    get(new, DESIRED_PHASE) == Some("Stopped") && rest(old) == rest(new)
 }
 
 /// V21
@@ -112,6 +245,7 @@ mod tests {
 
     use crate::admission::testkit::*;
     use crate::api::Version::{V1Alpha1, V1Alpha2};
+    use crate::api::field::Rule;
 
     const FORBIDDEN: &str = "FieldValueForbidden";
 
@@ -272,5 +406,188 @@ mod tests {
             )],
             &["V21"],
         );
+    }
+
+    const OPERATOR: &str = "system:serviceaccount:ambient-code:agentic-operator";
+    const BACKEND: &str = "system:serviceaccount:ambient-code:backend-api";
+    const RUNNER: &str = "system:serviceaccount:team-a:ambient-session-s1";
+    const MARK: &str = "vteam.ambient-code/created-by-runner";
+
+    fn status_change(old: Value, new: Value) -> Case {
+        let base = session(V1Alpha1, json!({"initialPrompt": "p"}));
+        Case::update(
+            V1Alpha1,
+            with_status(base.clone(), old),
+            with_status(base, new),
+        )
+        .status()
+    }
+
+    #[test]
+    fn v17_the_platform_operator_writes_status_as_its_handlers_do() {
+        let v = status_change(
+            json!({"phase": "Running"}),
+            json!({"phase": "Stopping", "conditions": [{"type": "Ready", "status": "False",
+                "reason": "Stopping", "message": "Session is stopping",
+                "lastTransitionTime": "2026-12-07T10:00:00Z"}]}),
+        )
+        .by(OPERATOR)
+        .validate();
+        assert_allowed(&v);
+        // Only from the platform's namespace.
+        let v = status_change(json!({"phase": "Running"}), json!({"phase": "Stopping"}))
+            .by("system:serviceaccount:elsewhere:agentic-operator")
+            .validate();
+        assert_denied(&v, 403, &[("status", FORBIDDEN)], &["V17"]);
+        // One setting moves it.
+        let mut cfg = config();
+        cfg.principals.platform_namespace = Some("elsewhere".into());
+        let v = status_change(json!({"phase": "Running"}), json!({"phase": "Stopping"}))
+            .by("system:serviceaccount:elsewhere:agentic-operator")
+            .with_config(cfg)
+            .validate();
+        assert_allowed(&v);
+    }
+
+    #[test]
+    fn v17_the_platform_backend_may_record_activity_and_nothing_else() {
+        let running = json!({"phase": "Running", "startTime": "2026-12-07T10:00:00Z"});
+        let mut active = running.clone();
+        active["lastActivityTime"] = json!("2026-12-07T10:05:00Z");
+        assert_allowed(
+            &status_change(running.clone(), active.clone())
+                .by(BACKEND)
+                .validate(),
+        );
+        let mut stopped = active.clone();
+        stopped["phase"] = json!("Stopping");
+        let v = status_change(running, stopped).by(BACKEND).validate();
+        assert_denied(&v, 403, &[("status", FORBIDDEN)], &["V17"]);
+        assert_eq!(
+            message(&v),
+            r#"status: Forbidden: the platform's backend ("system:serviceaccount:ambient-code:backend-api") may update status.lastActivityTime only"#
+        );
+    }
+
+    #[test]
+    fn v18_the_platform_operator_owns_its_annotations_but_not_this_products() {
+        let old = obj(json!({}));
+        let new = obj(
+            json!({"ambient-code.io/runner-token-secret": "ambient-runner-token-s1",
+                             "ambient-code.io/runner-sa": "ambient-session-s1"}),
+        );
+        assert_allowed(
+            &Case::update(V1Alpha2, old.clone(), new.clone())
+                .by(OPERATOR)
+                .validate(),
+        );
+        let v = Case::update(V1Alpha2, old.clone(), new)
+            .by(BACKEND)
+            .validate();
+        assert_eq!(v.deny.as_ref().map(|d| d.code), Some(403));
+        let v = Case::update(V1Alpha2, old, obj(json!({"ambient-code.io/attempt": "2"})))
+            .by(OPERATOR)
+            .validate();
+        assert_denied(
+            &v,
+            403,
+            &[("metadata.annotations[ambient-code.io/attempt]", FORBIDDEN)],
+            &["V18"],
+        );
+    }
+
+    #[test]
+    fn v19_not_even_the_platform_operator_changes_the_user_context() {
+        let old = obj(json!({}));
+        let mut new = old.clone();
+        new["spec"]["userContext"] = json!({"userId": "someone-else"});
+        let v = Case::update(V1Alpha2, old, new).by(OPERATOR).validate();
+        assert_denied(&v, 403, &[("spec.userContext", FORBIDDEN)], &["V19"]);
+    }
+
+    #[test]
+    fn v20_the_scheduled_session_trigger_is_not_a_runner() {
+        // backend/handlers/scheduled_sessions.go: the CronJob's pods run as
+        // ambient-session-trigger and create sessions of any name.
+        let trigger = "system:serviceaccount:team-a:ambient-session-trigger";
+        assert_allowed(
+            &Case::create(V1Alpha1, obj(json!({})))
+                .by(trigger)
+                .named("team-a", "nightly-1765000000")
+                .validate(),
+        );
+        let old = with_status(obj(json!({})), json!({"phase": "Stopped"}));
+        let mut new = old.clone();
+        new["spec"]["initialPrompt"] = json!("tonight's prompt");
+        new["metadata"]["annotations"] = json!({"ambient-code.io/desired-phase": "Running",
+            "ambient-code.io/force-execute-prompt": "true"});
+        assert_allowed(&Case::update(V1Alpha2, old, new).by(trigger).validate());
+    }
+
+    #[test]
+    fn v20_a_runner_creates_sessions_in_its_namespace_only() {
+        let child = obj(json!({MARK: "s1"}));
+        assert_allowed(
+            &Case::create(V1Alpha1, child.clone())
+                .by(RUNNER)
+                .named("team-a", "child-1")
+                .validate(),
+        );
+        let v = Case::create(V1Alpha1, child.clone())
+            .by(RUNNER)
+            .named("team-b", "child-1")
+            .validate();
+        assert_denied(&v, 403, &[("metadata.name", FORBIDDEN)], &["V20"]);
+        // Nobody claims another runner's children.
+        let v = Case::create(V1Alpha1, obj(json!({MARK: "s2"})))
+            .by(RUNNER)
+            .named("team-a", "child-1")
+            .validate();
+        assert_denied(
+            &v,
+            403,
+            &[(
+                "metadata.annotations[vteam.ambient-code/created-by-runner]",
+                FORBIDDEN,
+            )],
+            &["V18"],
+        );
+        let v = Case::create(V1Alpha1, child)
+            .named("team-a", "child-1")
+            .validate();
+        assert_eq!(v.denied_rules, [Rule::V18]);
+    }
+
+    #[test]
+    fn v20_a_runner_stops_the_sessions_it_created_and_nothing_more() {
+        let stop = |annotations: Value| {
+            let mut a = annotations;
+            a["ambient-code.io/desired-phase"] = json!("Stopped");
+            a["ambient-code.io/stop-requested-at"] = json!("2026-12-07T10:00:00Z");
+            a
+        };
+        let child = with_status(obj(json!({MARK: "s1"})), json!({"phase": "Running"}));
+        let mut stopped = child.clone();
+        stopped["metadata"]["annotations"] = stop(json!({MARK: "s1"}));
+        let named = |c: Case| c.by(RUNNER).named("team-a", "child-1");
+        assert_allowed(&named(Case::update(V1Alpha1, child.clone(), stopped.clone())).validate());
+        // Not one it did not create.
+        let other = with_status(obj(json!({})), json!({"phase": "Running"}));
+        let mut other_stopped = other.clone();
+        other_stopped["metadata"]["annotations"] = stop(json!({}));
+        let v = named(Case::update(V1Alpha1, other, other_stopped)).validate();
+        assert_denied(&v, 403, &[("metadata.name", FORBIDDEN)], &["V20"]);
+        // Nor more than a stop.
+        let mut also_spec = stopped.clone();
+        also_spec["spec"]["displayName"] = json!("mine now");
+        let v = named(Case::update(V1Alpha1, child.clone(), also_spec)).validate();
+        assert_denied(&v, 403, &[("metadata.name", FORBIDDEN)], &["V20"]);
+        let mut restart = child.clone();
+        restart["metadata"]["annotations"]["ambient-code.io/desired-phase"] = json!("Running");
+        let v = named(Case::update(V1Alpha1, child.clone(), restart)).validate();
+        assert_denied(&v, 403, &[("metadata.name", FORBIDDEN)], &["V20"]);
+        // Nor its status.
+        let v = named(Case::update(V1Alpha1, child.clone(), child).status()).validate();
+        assert_eq!(v.denied_rules, [Rule::V17, Rule::V20]);
     }
 }

@@ -6,19 +6,9 @@ use crate::admission::Limits;
 use crate::admission::git::{self, UrlProblem};
 use crate::api::common::{GitRef, repo_name};
 use crate::api::field::{BadValue, FieldError, FieldPath, Rule};
+use crate::api::runner_env;
 
 use super::view::{MainRepo, SpecView};
-
-/// Environment variables the runner sets itself (V10).
-pub const RESERVED_ENV: &[&str] = &[
-    "SESSION_NAME",
-    "NAMESPACE",
-    "S3_ENDPOINT",
-    "S3_BUCKET",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "SYNC_INTERVAL",
-];
 
 pub const MAX_TOKENS: i64 = 200_000;
 
@@ -33,11 +23,12 @@ pub fn check(spec: &SpecView<'_>, limits: &Limits) -> (Vec<FieldError>, Vec<Stri
     check_timeouts(spec, &root, &mut errs);
     check_env(spec, &root, &mut errs);
     check_main_repo(spec, &root, &mut errs);
-    let warnings = spec
+    let mut warnings: Vec<String> = spec
         .deprecated
         .iter()
         .map(|f| format!("spec.{f} is deprecated and ignored"))
         .collect();
+    warnings.extend(credential_warnings(spec));
     (errs, warnings)
 }
 
@@ -67,8 +58,12 @@ fn check_url(path: FieldPath, url: &str, limits: &Limits, errs: &mut Vec<FieldEr
     ));
 }
 
-/// V4 for one branch.
+/// V4 for one branch. An empty branch is the platform's way of asking for
+/// the repository's default branch (its hydrate step clones that).
 fn check_branch(path: FieldPath, branch: &str, errs: &mut Vec<FieldError>) {
+    if branch.is_empty() {
+        return;
+    }
     if let Err(why) = git::check_branch(branch) {
         errs.push(FieldError::invalid(
             Rule::V4,
@@ -277,7 +272,7 @@ fn check_env(spec: &SpecView<'_>, root: &FieldPath, errs: &mut Vec<FieldError>) 
                 BadValue::str(key),
                 "must be a C identifier ([A-Za-z_][A-Za-z0-9_]*)",
             ));
-        } else if RESERVED_ENV.contains(&key.as_str()) {
+        } else if runner_env::is_reserved(key) {
             errs.push(FieldError::forbidden(
                 Rule::V10,
                 p.key(key),
@@ -285,6 +280,22 @@ fn check_env(spec: &SpecView<'_>, root: &FieldPath, errs: &mut Vec<FieldError>) 
             ));
         }
     }
+}
+
+/// V10's warning: a credential in the spec is allowed (the platform passes
+/// such variables to the runner) but readable by everyone who can read the
+/// session.
+fn credential_warnings(spec: &SpecView<'_>) -> Vec<String> {
+    spec.env
+        .into_iter()
+        .flat_map(|env| env.keys())
+        .filter(|k| runner_env::looks_like_credential(k))
+        .map(|k| {
+            crate::api::field::warning(&format!(
+                "spec.environmentVariables[{k}] looks like a credential: keep it in a Secret, not the spec"
+            ))
+        })
+        .collect()
 }
 
 /// V11
@@ -334,6 +345,7 @@ mod tests {
     use crate::admission::testkit::*;
     use crate::admission::{Config, Limits};
     use crate::api::Version::{V1Alpha1, V1Alpha2};
+    use crate::api::field::Rule;
 
     const INVALID: &str = "FieldValueInvalid";
 
@@ -672,6 +684,36 @@ mod tests {
             &["V10"],
         );
         assert!(!message(&v).contains("top-secret-value"));
+    }
+
+    #[test]
+    fn v10_the_platforms_own_variables_and_user_credentials_pass_with_a_warning() {
+        // backend/handlers/sessions.go (CreateSession) writes these itself;
+        // the operator passes AWS_* to the runner container.
+        let v = v1(json!({"environmentVariables": {
+            "RUNNER_TYPE": "claude-agent-sdk", "RUNNER_STATE_DIR": ".claude",
+            "PARENT_SESSION_ID": "session-1", "SDK_OPTIONS": "{}", "JIRA_READ_ONLY_MODE": "false",
+            "AWS_ACCESS_KEY_ID": "AKIA-not-shown", "AWS_SECRET_ACCESS_KEY": "not-shown"}}));
+        assert_allowed(&v);
+        assert_eq!(
+            v.warnings,
+            [
+                "spec.environmentVariables[AWS_ACCESS_KEY_ID] looks like a credential: keep it in a Secret, not the spec",
+                "spec.environmentVariables[AWS_SECRET_ACCESS_KEY] looks like a credential: keep it in a Secret, not the spec",
+            ]
+        );
+        // What the reconciler itself sets stays reserved.
+        let v = v2(json!({"environmentVariables": {"REPOS": "[]", "INITIAL_PROMPT": "x"}}));
+        assert_eq!(v.denied_rules, [Rule::V10]);
+    }
+
+    #[test]
+    fn v4_an_empty_branch_is_the_default_branch() {
+        let v = v2(json!({
+            "repos": [{"url": "https://h/a/b", "branch": "", "output": {"url": "https://h/me/b", "branch": ""}}],
+            "activeWorkflow": {"gitUrl": "https://h/a/wf", "branch": ""}
+        }));
+        assert_allowed(&v);
     }
 
     #[test]

@@ -7,13 +7,11 @@ use crate::api::status::{ConditionStatus, Phase};
 
 use super::view::StatusView;
 
-/// V22: may a status write move `from` to `to`? `attempt_increased` is true
-/// when the same write raises `status.attempt` (a retry).
-pub fn transition_allowed(
-    from: Option<&Phase>,
-    to: Option<&Phase>,
-    attempt_increased: bool,
-) -> bool {
+/// V22: may a status write move `from` to `to`? The table is the
+/// ambient-code platform operator's (`operator/internal/controller/`,
+/// `internal/handlers/reconciler.go`, `sessions.go`) and this product's
+/// reconciler's, which writes a subset of it.
+pub fn transition_allowed(from: Option<&Phase>, to: Option<&Phase>) -> bool {
     use Phase::*;
     // v1alpha1's legacy `Error` behaves as `Failed`.
     let norm = |p: Option<&Phase>| match p {
@@ -26,10 +24,14 @@ pub fn transition_allowed(
     }
     match (from, to) {
         (None, Some(Pending)) => true,
-        (Some(Pending), Some(Creating | Stopping | Failed)) => true,
-        (Some(Creating), Some(Running | Pending | Stopping | Failed)) => true,
-        (Some(Running), Some(Completed | Failed | Stopping)) => true,
-        (Some(Running), Some(Pending)) => attempt_increased,
+        // Stopped: desired-phase=Stopped before a pod was made.
+        (Some(Pending), Some(Creating | Stopping | Stopped | Failed)) => true,
+        // Pending: the pod went missing (PodMissing); Stopped: stop asked and
+        // the pod already gone; Completed: the runner exited 0 before the
+        // Running write.
+        (Some(Creating), Some(Running | Pending | Stopping | Stopped | Completed | Failed)) => true,
+        // Pending: the pod went missing (ResetToPending), or a retry.
+        (Some(Running), Some(Pending | Completed | Failed | Stopping)) => true,
         (Some(Stopping), Some(Stopped | Failed)) => true,
         (Some(Stopped | Completed | Failed), Some(Pending)) => true,
         _ => false,
@@ -42,7 +44,7 @@ pub fn allowed_targets(from: Option<&Phase>) -> Vec<&'static str> {
         .iter()
         .copied()
         .filter(|to| from.map(Phase::as_str) != Some(to))
-        .filter(|to| transition_allowed(from, Some(&Phase::parse(to)), false))
+        .filter(|to| transition_allowed(from, Some(&Phase::parse(to))))
         .collect()
 }
 
@@ -55,8 +57,7 @@ pub fn check_transition(old: &StatusView<'_>, new: &StatusView<'_>) -> Option<Fi
             Phase::V1ALPHA2,
         ));
     }
-    let increased = matches!((old.attempt, new.attempt), (o, Some(n)) if n > o.unwrap_or(0));
-    if transition_allowed(old.phase, new.phase, increased) {
+    if transition_allowed(old.phase, new.phase) {
         return None;
     }
     let path = FieldPath::new("status.phase");
@@ -69,14 +70,10 @@ pub fn check_transition(old: &StatusView<'_>, new: &StatusView<'_>) -> Option<Fi
         )),
         Some(to) => {
             let mut detail = format!("may not change from {from} to {to}");
-            if matches!((old.phase, to), (Some(Phase::Running), Phase::Pending)) {
-                detail.push_str(" unless the same write increases status.attempt");
-            } else {
-                let targets = allowed_targets(old.phase);
-                if !targets.is_empty() {
-                    detail.push_str("; allowed: ");
-                    detail.push_str(&targets.join(", "));
-                }
+            let targets = allowed_targets(old.phase);
+            if !targets.is_empty() {
+                detail.push_str("; allowed: ");
+                detail.push_str(&targets.join(", "));
             }
             Some(FieldError::invalid(
                 Rule::V22,
@@ -223,9 +220,12 @@ mod tests {
                 || matches!(
                     (from, to),
                     (None, Some(Pending))
-                        | (Some(Pending), Some(Creating | Stopping | Failed))
-                        | (Some(Creating), Some(Running | Pending | Stopping | Failed))
-                        | (Some(Running), Some(Completed | Failed | Stopping))
+                        | (Some(Pending), Some(Creating | Stopping | Stopped | Failed))
+                        | (
+                            Some(Creating),
+                            Some(Running | Pending | Stopping | Stopped | Completed | Failed)
+                        )
+                        | (Some(Running), Some(Pending | Completed | Failed | Stopping))
                         | (Some(Stopping), Some(Stopped | Failed))
                         | (Some(Stopped | Completed | Failed), Some(Pending))
                 )
@@ -233,7 +233,7 @@ mod tests {
         for from in &all {
             for to in &all {
                 assert_eq!(
-                    transition_allowed(from.as_ref(), to.as_ref(), false),
+                    transition_allowed(from.as_ref(), to.as_ref()),
                     allowed(from, to),
                     "{from:?} -> {to:?}"
                 );
@@ -255,24 +255,18 @@ mod tests {
     }
 
     #[test]
-    fn v22_retry_from_running_needs_a_higher_attempt_in_the_same_write() {
-        let v = write(
-            json!({"phase": "Running", "attempt": 1}),
-            json!({"phase": "Pending", "attempt": 1}),
-        );
-        assert_denied(&v, 422, &[("status.phase", "FieldValueInvalid")], &["V22"]);
-        assert_eq!(
-            message(&v),
-            r#"status.phase: Invalid value: "Pending": may not change from Running to Pending unless the same write increases status.attempt"#
-        );
-        assert_allowed(&write(
-            json!({"phase": "Running", "attempt": 1}),
-            json!({"phase": "Pending", "attempt": 2}),
-        ));
-        assert_allowed(&write(
-            json!({"phase": "Running"}),
-            json!({"phase": "Pending", "attempt": 2}),
-        ));
+    fn v22_the_platform_operators_transitions_pass() {
+        // (from, to, where the operator writes it)
+        for (from, to) in [
+            ("Pending", "Stopped"),    // reconcilePending: desired-phase=Stopped
+            ("Creating", "Stopped"),   // reconcileCreating: pod gone, stop asked
+            ("Creating", "Completed"), // UpdateSessionFromPodStatus: PodSucceeded
+            ("Running", "Pending"),    // ResetToPending: pod missing, no attempt field
+            ("Creating", "Pending"),   // PodMissing
+            ("Completed", "Pending"),  // desired-phase=Running
+        ] {
+            assert_allowed(&write(json!({"phase": from}), json!({"phase": to})));
+        }
     }
 
     #[test]
@@ -280,7 +274,7 @@ mod tests {
         let v = write(json!({"phase": "Pending"}), json!({"phase": "Completed"}));
         assert_eq!(
             message(&v),
-            r#"status.phase: Invalid value: "Completed": may not change from Pending to Completed; allowed: Creating, Stopping, Failed"#
+            r#"status.phase: Invalid value: "Completed": may not change from Pending to Completed; allowed: Creating, Stopping, Stopped, Failed"#
         );
         let v = write(json!({"phase": "Pending"}), json!({"phase": "Exploded"}));
         assert_denied(

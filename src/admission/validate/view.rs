@@ -46,16 +46,12 @@ pub struct SpecView<'a> {
 
 pub struct StatusView<'a> {
     pub phase: Option<&'a Phase>,
-    pub attempt: Option<i64>,
     pub observed_generation: Option<i64>,
     pub conditions: &'a [Condition],
 }
 
 /// What the rules need from a session of either version.
 pub trait Versioned: Sized {
-    /// Spec fields that may change while an interactive session runs (V14).
-    const RUNTIME_FIELDS: &'static [&'static str];
-
     /// Decode an object; errors are rooted at `root` ("" or "oldObject").
     fn decode(json: &str, root: &str) -> Result<Self, FieldError>;
 
@@ -66,6 +62,22 @@ pub trait Versioned: Sized {
     fn is_interactive(&self) -> bool;
     /// Top-level spec fields whose value differs between `old` and `self`.
     fn changed_spec_fields(&self, old: &Self) -> Vec<&'static str>;
+    /// The statuses differ at most in `lastActivityTime`.
+    fn status_eq_but_activity(&self, old: &Self) -> bool;
+}
+
+/// Both versions' statuses compared without `lastActivityTime`.
+macro_rules! status_eq_but_activity {
+    () => {
+        fn status_eq_but_activity(&self, old: &Self) -> bool {
+            let strip = |s: &Self| {
+                let mut st = s.status.clone().unwrap_or_default();
+                st.last_activity_time = None;
+                st
+            };
+            strip(self) == strip(old)
+        }
+    };
 }
 
 fn changed<T: PartialEq>(out: &mut Vec<&'static str>, name: &'static str, old: &T, new: &T) {
@@ -75,9 +87,6 @@ fn changed<T: PartialEq>(out: &mut Vec<&'static str>, name: &'static str, old: &
 }
 
 impl Versioned for SessionV2 {
-    const RUNTIME_FIELDS: &'static [&'static str] =
-        &["repos", "activeWorkflow", "mainRepo", "displayName"];
-
     /// Objects stored under this label may still hold legacy shapes (see
     /// `conversion::any`); read them as conversion does, so a label or
     /// status update of an old object is judged on what it means.
@@ -164,7 +173,6 @@ impl Versioned for SessionV2 {
         match &self.status {
             Some(s) => StatusView {
                 phase: s.phase.as_ref(),
-                attempt: s.attempt,
                 observed_generation: s.observed_generation,
                 conditions: s.conditions(),
             },
@@ -177,8 +185,10 @@ impl Versioned for SessionV2 {
     }
 
     fn is_interactive(&self) -> bool {
-        self.spec.as_ref().is_some_and(|s| s.is_interactive())
+        self.spec.as_ref().is_none_or(|s| s.is_interactive())
     }
+
+    status_eq_but_activity!();
 
     fn changed_spec_fields(&self, old: &Self) -> Vec<&'static str> {
         let empty = v1alpha2::SessionSpec::default();
@@ -243,9 +253,6 @@ impl Versioned for SessionV2 {
 }
 
 impl Versioned for SessionV1 {
-    const RUNTIME_FIELDS: &'static [&'static str] =
-        &["repos", "activeWorkflow", "mainRepoIndex", "displayName"];
-
     /// v1alpha1 is already the union of every shape.
     fn decode(json: &str, root: &str) -> Result<Self, FieldError> {
         decode_typed(json).map_err(|e| e.into_field_error(root))
@@ -293,7 +300,6 @@ impl Versioned for SessionV1 {
         match &self.status {
             Some(s) => StatusView {
                 phase: s.phase.as_ref(),
-                attempt: s.attempt,
                 observed_generation: s.observed_generation,
                 conditions: s.conditions(),
             },
@@ -306,8 +312,10 @@ impl Versioned for SessionV1 {
     }
 
     fn is_interactive(&self) -> bool {
-        self.spec.as_ref().is_some_and(|s| s.is_interactive())
+        self.spec.as_ref().is_none_or(|s| s.is_interactive())
     }
+
+    status_eq_but_activity!();
 
     fn changed_spec_fields(&self, old: &Self) -> Vec<&'static str> {
         let empty = v1alpha1::SessionSpec::default();
@@ -424,7 +432,6 @@ impl StatusView<'_> {
     fn empty() -> Self {
         StatusView {
             phase: None,
-            attempt: None,
             observed_generation: None,
             conditions: &[],
         }
