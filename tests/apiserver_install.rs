@@ -30,7 +30,7 @@ fn every_flavour_renders_into_another_namespace(cp: &ControlPlane) {
     copy_tree(&root().join("manifests"), &copy.join("manifests"));
     cp.kubectl_ok(&["create", "namespace", NS], None);
     let mut builds = Vec::new();
-    for flavour in ["base", "cert-manager", "self-managed", "namespaced"] {
+    for flavour in ["base", "cert-manager", "self-managed"] {
         let dir = copy.join("manifests").join(flavour);
         let file = dir.join("kustomization.yaml");
         let mut text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{e}"));
@@ -160,7 +160,8 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
     // Namespaced objects need their namespace to exist (a dry run creates
     // nothing), and the cert-manager flavour needs cert-manager's kinds.
     cp.kubectl_ok(&["create", "namespace", "agentic-system"], None);
-    cp.kubectl_ok(&["create", "namespace", "team-sessions"], None);
+    // The namespace the base's reconciler acts in (scope.yaml).
+    cp.kubectl_ok(&["create", "namespace", "agentic-sessions"], None);
     let cm = root().join("tests/data/cert-manager-crds.yaml");
     cp.kubectl_ok(&["apply", "-f", cm.to_str().unwrap_or_default()], None);
     let prom = root().join("tests/data/prometheus-operator-crds.yaml");
@@ -175,7 +176,7 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
         cp.wait_established(crd);
     }
 
-    for flavour in ["base", "cert-manager", "self-managed", "namespaced"] {
+    for flavour in ["base", "cert-manager", "self-managed"] {
         let yaml = kustomize(cp, flavour);
         let docs = documents(&yaml);
         let lines = dry_run(cp, &yaml);
@@ -218,6 +219,25 @@ fn every_flavour_is_accepted_by_the_apiserver_and_the_crd_is_established() {
             &"priorityclass.scheduling.k8s.io/agentic-critical serverside-applied (server dry run)"
                 .to_owned()
         )
+    );
+
+    // The reconciler cluster-wide (opt-in): its ClusterRole in place of the
+    // Role, no scope.
+    let yaml = kustomize_overlay(cp, "cluster-wide", &["base"], &["cluster-wide-reconciler"]);
+    let expected: Vec<String> = documents(&yaml).iter().map(described).collect();
+    assert_eq!(
+        dry_run(cp, &yaml),
+        expected,
+        "base + cluster-wide-reconciler"
+    );
+    assert!(expected.contains(
+        &"clusterrole.rbac.authorization.k8s.io/agentic-reconciler serverside-applied (server dry run)"
+            .to_owned()
+    ));
+    assert!(
+        !expected
+            .iter()
+            .any(|l| l.starts_with("role.rbac.authorization.k8s.io/agentic-reconciler "))
     );
 
     // Without matchConditions, for clusters before 1.30.

@@ -307,6 +307,47 @@ async fn mutation_is_skipped_exactly_when_it_would_change_nothing() {
         "a legacy create was not sent to /mutate"
     );
 
+    // A person's create without a user context is (M7 fills it in); with
+    // their own, it is not. Administrators (above) are not filled in.
+    let grant = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "sessions", "namespace": ns},
+         "rules": [{"apiGroups": [GROUP], "resources": ["agenticsessions"], "verbs": ["create"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "carol", "namespace": ns},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "sessions"},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "carol"}]}]});
+    env.cp
+        .kubectl_ok(&["apply", "-f", "-"], Some(grant.to_string().as_bytes()));
+    let carol = env
+        .cp
+        .client_as(&Who::user("carol", &["system:authenticated", "team-c"]))
+        .await;
+    let before = calls(env, "/mutate");
+    let made = sessions_in(&carol, &ns, "v1alpha2")
+        .create(
+            &dry,
+            &session_object("v1alpha2", &ns, "carols", &normalized()),
+        )
+        .await
+        .expect("created");
+    assert_eq!(calls(env, "/mutate"), before + 1.0, "M7 needs /mutate");
+    assert_eq!(
+        serde_json::to_value(&made).expect("serializes")["spec"]["userContext"],
+        json!({"userId": "carol", "displayName": "carol", "groups": ["team-c"]})
+    );
+    let mut own = normalized();
+    own["userContext"] = json!({"userId": "carol", "groups": ["team-c"]});
+    sessions_in(&carol, &ns, "v1alpha2")
+        .create(&dry, &session_object("v1alpha2", &ns, "carols", &own))
+        .await
+        .expect("created");
+    assert_eq!(
+        calls(env, "/mutate"),
+        before + 1.0,
+        "a create with the user's own context was sent to /mutate"
+    );
+
     // Wrong types where the expressions look: the schema refuses them after
     // admission (422), never the expression (an evaluation error with
     // failurePolicy Fail would refuse the write as 403 Forbidden).
@@ -355,7 +396,9 @@ async fn mutation_is_skipped_exactly_when_it_would_change_nothing() {
             version,
             &serde_json::to_value(session_object(version, &ns, &name, &spec)).expect("serializes"),
         );
+        // As the apiserver sent it: from the admin the client is.
         let body = RequestBuilder::new(Operation::Create, version)
+            .user("admin", &["system:masters", "system:authenticated"])
             .object(Some(seen.clone()))
             .to_vec();
         let review = agentic_webhook::admission::review::decode(&body).expect("decodes");

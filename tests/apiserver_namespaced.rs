@@ -1,69 +1,25 @@
-//! The namespaced reconciler (manifests/namespaced: the
-//! namespaced-reconciler component) against a real kube-apiserver v1.35:
-//! with only a Role in the watched namespace (and its Lease Role) the
-//! reconciler runs sessions there, records Events, and leaves every other
-//! namespace alone.
+//! The namespaced reconciler (the base install: a Role in the namespace
+//! its agentic-reconciler-scope ConfigMap names, as `manifests
+//! --watch-namespace` renders it) against a real kube-apiserver v1.35: with
+//! only that Role (and its Lease Role) the reconciler runs sessions there,
+//! records Events, and leaves every other namespace alone.
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
 use common::envtest::{Principal, SYSTEM_NS, Who, eventually};
-use common::installed::{CRD, GROUP, sessions_in, start_server, wait_until_serving};
+use common::installed::{CRD, GROUP, render, sessions_in, start_server, wait_until_serving};
 use common::{BIN, Proc};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WATCHED: &str = "team-sessions";
 
 fn sessions(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
     sessions_in(client, ns, "v1alpha2")
-}
-
-/// The overlay as kustomize renders it, with the webhooks and the CRD
-/// conversion pointed at the test's server (what `manifests --url` does for
-/// the base).
-fn namespaced_install(url: &str, ca_pem: &str) -> Value {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/namespaced");
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&dir)
-        .output()
-        .unwrap_or_else(|e| panic!("kubectl: {e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let client_config = |path: &str| json!({"url": format!("{url}{path}"), "caBundle": bundle});
-    let mut items = Vec::new();
-    for mut d in docs.into_iter().filter(|d| !d.is_null()) {
-        match d["kind"].as_str().unwrap_or_default() {
-            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
-                let path = if d["kind"] == "MutatingWebhookConfiguration" {
-                    "/mutate"
-                } else {
-                    "/validate"
-                };
-                for w in d["webhooks"].as_array_mut().into_iter().flatten() {
-                    w["clientConfig"] = client_config(path);
-                }
-            }
-            "CustomResourceDefinition" => {
-                d["spec"]["conversion"]["webhook"]["clientConfig"] = client_config("/convert");
-            }
-            _ => {}
-        }
-        items.push(d);
-    }
-    json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
 
 fn can_i(cp: &common::envtest::ControlPlane, args: &[&str]) -> String {
@@ -81,14 +37,17 @@ async fn a_namespaced_reconciler_needs_no_cluster_rights_and_stays_in_its_namesp
     };
     let (server, ca) = start_server(cp, &[]);
     let url = format!("https://{}", server.https);
-    let ca_pem = std::fs::read_to_string(&ca).unwrap_or_else(|e| panic!("{e}"));
     cp.kubectl_ok(&["create", "namespace", WATCHED], None);
     cp.kubectl_ok(&["create", "namespace", "elsewhere"], None);
-    let install = namespaced_install(&url, &ca_pem);
-    cp.kubectl_ok(
-        &["apply", "--server-side", "-f", "-"],
-        Some(install.to_string().as_bytes()),
-    );
+    let install = render(&[
+        "--ca-file",
+        ca.to_str().unwrap_or_default(),
+        "--url",
+        &url,
+        "--watch-namespace",
+        WATCHED,
+    ]);
+    cp.kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&install));
     cp.wait_established(CRD);
     wait_until_serving(cp);
 

@@ -16,6 +16,7 @@ use axum::routing::post;
 use common::Proc;
 use common::envtest::{Principal, SYSTEM_NS, Who, eventually, free_port, say};
 use common::installed::{Installed, create_session, installed, reconciler_at, sessions_in};
+use common::lifecycle::{condition, kubelet, phase_is, running, terminated, wait_session};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -42,6 +43,8 @@ struct Notice {
     at: Instant,
     /// Answered 200.
     ok: bool,
+    /// `X-Ambient-Session-Token`.
+    token: String,
 }
 
 /// Runners, as one HTTP server on 127.0.0.1 that records every notice.
@@ -66,6 +69,7 @@ impl Runners {
                         String,
                         String,
                     )>,
+                     headers: axum::http::HeaderMap,
                      body: String| async move {
                         let busy = r.busy.load(std::sync::atomic::Ordering::Relaxed);
                         if let Ok(mut seen) = r.seen.lock() {
@@ -77,6 +81,11 @@ impl Runners {
                                 body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
                                 at: Instant::now(),
                                 ok: !busy,
+                                token: headers
+                                    .get("x-ambient-session-token")
+                                    .and_then(|t| t.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_owned(),
                             });
                         }
                         if busy {
@@ -136,13 +145,6 @@ fn with_workflow() -> Value {
            "activeWorkflow": {"gitUrl": WORKFLOW, "path": "flows/fix"}})
 }
 
-fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
-    status["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
-        .unwrap_or(&Value::Null)
-}
-
 /// Wait until every one of `names` is Creating; on timeout, say why with
 /// the reconciler's logs.
 async fn all_creating(client: &kube::Client, ns: &str, names: &[&str], reconciler: &mut Proc) {
@@ -166,38 +168,6 @@ async fn all_creating(client: &kube::Client, ns: &str, names: &[&str], reconcile
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// Wait until the session's status satisfies `pred`; returns the object.
-async fn wait_session(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    let api = sessions(client, ns);
-    let pred = &pred;
-    eventually(
-        &format!("{ns}/{name}: {what}"),
-        Duration::from_secs(30),
-        || {
-            let api = api.clone();
-            async move {
-                let o = as_json(&api.get(name).await.map_err(|e| e.to_string())?);
-                if pred(&o["status"]) {
-                    Ok(o)
-                } else {
-                    Err(o["status"].to_string())
-                }
-            }
-        },
-    )
-    .await
-}
-
-fn phase_is(phase: &'static str) -> impl Fn(&Value) -> bool {
-    move |s| s["phase"] == phase
 }
 
 async fn pod_names(client: &kube::Client, ns: &str, session: &str) -> Vec<String> {
@@ -228,29 +198,6 @@ async fn wait_pods(client: &kube::Client, ns: &str, session: &str, want: &[&str]
         },
     )
     .await
-}
-
-/// The kubelet's part: write the runner container's state into pod status.
-async fn kubelet(
-    client: &kube::Client,
-    ns: &str,
-    pod: &str,
-    phase: &str,
-    runner: Value,
-    ready: bool,
-) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let body = json!({"status": {
-        "phase": phase,
-        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
-        "containerStatuses": [{
-            "name": "runner", "image": "runner", "imageID": "", "ready": ready,
-            "restartCount": 0, "state": runner,
-        }],
-    }});
-    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&body))
-        .await
-        .unwrap_or_else(|e| panic!("kubelet write to {pod}: {e}"));
 }
 
 /// The Events recorded for a session: reason -> (type, count, note).
@@ -316,15 +263,6 @@ async fn wait_events(
         },
     )
     .await
-}
-
-fn running() -> Value {
-    json!({"running": {"startedAt": "2026-11-28T10:00:00Z"}})
-}
-
-fn terminated(code: i32, reason: &str) -> Value {
-    json!({"terminated": {"exitCode": code, "reason": reason,
-                          "startedAt": "2026-11-28T10:00:00Z", "finishedAt": "2026-11-28T10:05:00Z"}})
 }
 
 #[tokio::test]
@@ -482,6 +420,27 @@ async fn an_oom_killed_runner_is_retried_told_again_and_stops_at_the_cap() {
     );
     let attempts: Vec<String> = runners.of("s2").iter().map(|n| n.attempt.clone()).collect();
     assert_eq!(attempts, ["1", "2"], "each attempt's runner told once");
+    // Each notice carried the token its runner was started with (the
+    // Secret its AGUI_TOKEN comes from), a new one for each attempt.
+    let tokens: Vec<String> = runners.of("s2").iter().map(|n| n.token.clone()).collect();
+    assert!(tokens.iter().all(|t| t.len() == 64), "{tokens:?}");
+    assert_ne!(tokens[0], tokens[1]);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = secrets
+        .get("ambient-runner-token-s2")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stored = secret
+        .data
+        .and_then(|d| {
+            d.get("agui-token")
+                .map(|b| String::from_utf8_lossy(&b.0).to_string())
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        stored, tokens[1],
+        "the runner of attempt 2 checks what it was told with"
+    );
 
     // OOM again at the cap: Failed, RetriesExhausted, nothing re-created.
     kubelet(
@@ -712,10 +671,12 @@ async fn a_failed_workflow_notice_is_update_failed_and_retried_until_the_runner_
     .await;
     let wf = condition(&s["status"], "WorkflowReconciled");
     assert_eq!(wf["status"], "False");
+    // The HTTP status, never what the runner said (it could be anything
+    // a tenant's server wants read back from the session's status).
     assert!(
         wf["message"]
             .as_str()
-            .is_some_and(|m| m.contains("503") && m.contains("runner busy")),
+            .is_some_and(|m| m.contains("503") && !m.contains("runner busy")),
         "{wf}"
     );
     assert_eq!(condition(&s["status"], "Ready")["status"], "False");
@@ -911,8 +872,11 @@ async fn reaching_creating_costs_writes_only_no_reads() {
     assert_eq!(count("create", "pods"), 3.0, "{counts:?}");
     assert_eq!(count("create", "services"), 3.0, "{counts:?}");
     assert_eq!(count("create", "events"), 3.0, "{counts:?}");
-    // One egress NetworkPolicy for the namespace, not one per session.
-    assert_eq!(count("create", "networkpolicies"), 1.0, "{counts:?}");
+    // Each runner's token Secret, made before its pod.
+    assert_eq!(count("create", "secrets"), 3.0, "{counts:?}");
+    // The egress and ingress NetworkPolicies applied once for the
+    // namespace, not once per session.
+    assert_eq!(count("patch", "networkpolicies"), 2.0, "{counts:?}");
     // Reads come from the watch caches: one list per cache at start, no gets.
     for resource in ["pods", "services", "agenticsessions"] {
         assert_eq!(count("list", resource), 1.0, "{resource}: {counts:?}");

@@ -282,6 +282,26 @@ fn contradicting_flags_are_refused_before_anything_runs() {
 }
 
 #[test]
+fn the_rules_about_who_may_write_what_cannot_be_warn_only() {
+    // Warn-only V17 would let anyone write a session's status; V18 the
+    // runner's credentials; V19/V25 whose behalf it acts on; V20 other
+    // sessions; V26 restarts without end.
+    for rule in ["V17", "V18", "V19", "V20", "V25", "V26"] {
+        for cmd in [&["serve"][..], &["review", "-"][..]] {
+            let out = run(&[cmd, &["--warn-only", rule]].concat());
+            assert_eq!(out.status.code(), Some(2), "{cmd:?} {rule}");
+            assert!(
+                text(&out.stderr).contains(&format!("{rule} decides who may write what")),
+                "{cmd:?} {rule}: {}",
+                text(&out.stderr)
+            );
+        }
+    }
+    let out = run(&["review", "--warn-only", "V3,V10", BAD]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+#[test]
 fn cluster_commands_take_a_kubeconfig_and_a_context() {
     let dir = tempdir();
     let kubeconfig = dir.path().join("config");

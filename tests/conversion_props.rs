@@ -228,7 +228,7 @@ type Shared = (
     Option<StoppedReason>,
     Option<String>,
     Option<i64>,
-    Option<i64>,
+    (Option<i64>, Option<i64>),
     Option<Vec<Condition>>,
 );
 
@@ -247,7 +247,7 @@ fn shared_status(with_error: bool) -> BoxedStrategy<Shared> {
         ]),
         of(s()),
         of(0i64..3),
-        of(1i64..4),
+        (of(1i64..4), of(0i64..4)),
         of(proptest::collection::vec(condition(), 0..3)),
     )
         .boxed()
@@ -256,7 +256,7 @@ fn shared_status(with_error: bool) -> BoxedStrategy<Shared> {
 fn status_v2() -> BoxedStrategy<v2::SessionStatus> {
     shared_status(false)
         .prop_map(
-            |(phase, og, st, ct, rr, rw, la, sr, sid, src, attempt, conditions)| {
+            |(phase, og, st, ct, rr, rw, la, sr, sid, src, (attempt, restarts), conditions)| {
                 v2::SessionStatus {
                     phase,
                     observed_generation: og,
@@ -269,6 +269,7 @@ fn status_v2() -> BoxedStrategy<v2::SessionStatus> {
                     sdk_session_id: sid,
                     sdk_restart_count: src,
                     attempt,
+                    restarts,
                     conditions,
                 }
             },
@@ -294,7 +295,7 @@ fn status_v1() -> BoxedStrategy<v1::SessionStatus> {
     (shared_status(true), legacy)
         .prop_map(
             |(
-                (phase, og, st, ct, rr, rw, la, sr, sid, src, attempt, conditions),
+                (phase, og, st, ct, rr, rw, la, sr, sid, src, (attempt, restarts), conditions),
                 (
                     message,
                     is_error,
@@ -321,6 +322,7 @@ fn status_v1() -> BoxedStrategy<v1::SessionStatus> {
                 sdk_session_id: sid,
                 sdk_restart_count: src,
                 attempt,
+                restarts,
                 conditions,
                 message,
                 is_error,

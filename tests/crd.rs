@@ -267,6 +267,7 @@ fn maximal_v2() -> Value {
             sdk_session_id: Some("s".into()),
             sdk_restart_count: Some(0),
             attempt: Some(1),
+            restarts: Some(0),
             conditions: Some(vec![condition()]),
         }),
     };
@@ -340,6 +341,7 @@ fn maximal_v1() -> Value {
             sdk_session_id: Some("s".into()),
             sdk_restart_count: Some(0),
             attempt: Some(1),
+            restarts: Some(0),
             conditions: Some(vec![condition()]),
             message: Some("m".into()),
             is_error: Some(true),

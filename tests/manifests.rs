@@ -9,7 +9,8 @@ use agentic_webhook::cli::manifests::{DEFAULT_IMAGE, Render, render};
 use agentic_webhook::lifecycle::template;
 use agentic_webhook::lifecycle::world::RunnerConfig;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
@@ -68,6 +69,12 @@ fn check_types(docs: &[Value]) {
             }
             "ValidatingWebhookConfiguration" => {
                 serde_json::from_value::<ValidatingWebhookConfiguration>(d.clone()).map(|_| ())
+            }
+            "ValidatingAdmissionPolicy" => {
+                serde_json::from_value::<ValidatingAdmissionPolicy>(d.clone()).map(|_| ())
+            }
+            "ValidatingAdmissionPolicyBinding" => {
+                serde_json::from_value::<ValidatingAdmissionPolicyBinding>(d.clone()).map(|_| ())
             }
             // cert-manager types have no k8s-openapi binding; check their shape.
             "Issuer" | "Certificate" => {
@@ -384,9 +391,20 @@ fn reconciler_rules() -> Rules {
             "*",
             &["patch"],
         ),
-        ("", "pods", "*", &["list", "watch", "create", "delete"]),
+        (
+            "",
+            "pods",
+            "*",
+            &["get", "list", "watch", "create", "delete"],
+        ),
         ("", "services", "*", &["get", "list", "watch", "create"]),
-        ("networking.k8s.io", "networkpolicies", "*", &["create"]),
+        ("", "secrets", "*", &["create", "delete"]),
+        (
+            "networking.k8s.io",
+            "networkpolicies",
+            "*",
+            &["get", "list", "watch", "create", "patch"],
+        ),
         ("events.k8s.io", "events", "*", &["create", "patch"]),
     ])
 }
@@ -408,19 +426,136 @@ fn check_reconciler(docs: &[Value]) {
     );
     check_args(&args(&d)).unwrap_or_else(|e| panic!("reconciler args do not parse: {e}"));
     check_runner_template(docs, &d);
-    // Exactly what the controller calls (see lifecycle::controller).
-    let cr: ClusterRole = find(docs, "ClusterRole", "agentic-reconciler");
-    assert_eq!(flatten(&cr.rules.unwrap_or_default()), reconciler_rules());
+    // Exactly what the controller calls (see lifecycle::controller), in
+    // the watched namespace (base) or everywhere (cluster-wide component).
+    let granted = match docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "agentic-reconciler")
+    {
+        Some(_) => find::<Role>(docs, "Role", "agentic-reconciler").rules,
+        None => find::<ClusterRole>(docs, "ClusterRole", "agentic-reconciler").rules,
+    };
+    assert_eq!(flatten(&granted.unwrap_or_default()), reconciler_rules());
     let lease: Role = find(docs, "Role", "agentic-reconciler-lease");
     assert_eq!(
         flatten(&lease.rules.unwrap_or_default()),
-        rules(&[(
-            "coordination.k8s.io",
-            "leases",
-            "*",
-            &["get", "create", "patch"]
-        )])
+        rules(&[
+            (
+                "coordination.k8s.io",
+                "leases",
+                "*",
+                &["get", "create", "patch"]
+            ),
+            ("", "secrets", "agentic-reconciler-key", &["get"]),
+            ("", "secrets", "*", &["create"]),
+        ])
     );
+}
+
+/// The reconciler's Role, RoleBinding and watched namespace all name `ns`;
+/// nothing grants it anything cluster-wide.
+fn check_one_namespace(docs: &[Value], ns: &str) {
+    for kind in ["ClusterRole", "ClusterRoleBinding"] {
+        assert!(
+            !docs
+                .iter()
+                .any(|d| d["kind"] == kind && d["metadata"]["name"] == "agentic-reconciler"),
+            "{kind} left in"
+        );
+    }
+    let mut bound = bindings_of(docs, "agentic-reconciler");
+    bound.sort();
+    assert_eq!(bound, ["agentic-reconciler", "agentic-reconciler-lease"]);
+    assert_eq!(
+        role_placement(docs),
+        [ns, ns, "agentic-system"].map(String::from)
+    );
+    let d: Deployment = find(docs, "Deployment", "agentic-reconciler");
+    assert_eq!(
+        watch_env(&d),
+        Some((
+            "agentic-reconciler-scope".to_owned(),
+            "namespace".to_owned()
+        ))
+    );
+    let scope = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "agentic-reconciler-scope")
+        .unwrap_or_else(|| panic!("no scope ConfigMap"));
+    assert_eq!(scope["data"]["namespace"], ns);
+}
+
+/// The namespaces of the reconciler's Role, its RoleBinding, and the
+/// ServiceAccount the binding names.
+fn role_placement(docs: &[Value]) -> [String; 3] {
+    let role: Role = find(docs, "Role", "agentic-reconciler");
+    let binding: RoleBinding = find(docs, "RoleBinding", "agentic-reconciler");
+    let subject = binding
+        .subjects
+        .unwrap_or_default()
+        .first()
+        .and_then(|s| s.namespace.clone());
+    [role.metadata.namespace, binding.metadata.namespace, subject].map(Option::unwrap_or_default)
+}
+
+/// Where AGENTIC_WATCH_NAMESPACE comes from: (ConfigMap, key).
+fn watch_env(d: &Deployment) -> Option<(String, String)> {
+    let env = d
+        .spec
+        .clone()
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    env.iter()
+        .find(|e| e.name == "AGENTIC_WATCH_NAMESPACE")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.config_map_key_ref.as_ref())
+        .map(|r| (r.name.clone(), r.key.clone()))
+}
+
+/// `kubectl kustomize` of an overlay written under target/ over the base.
+fn overlay(name: &str, kustomization: &str) -> Vec<Value> {
+    let dir = std::path::Path::new(ROOT).join(format!("target/kustomize-overlays/{name}"));
+    std::fs::create_dir_all(&dir).expect("overlay dir");
+    // As docs/operations.md says: an overlay that sets `namespace:` copies
+    // the base's namespace-replacements.yaml beside it.
+    std::fs::copy(
+        format!("{ROOT}/manifests/base/namespace-replacements.yaml"),
+        dir.join("namespace-replacements.yaml"),
+    )
+    .expect("replacements copied");
+    std::fs::write(dir.join("kustomization.yaml"), kustomization).expect("overlay written");
+    kustomize(&format!("../target/kustomize-overlays/{name}"))
+}
+
+/// The same documents, in the same order; on a difference, the first one.
+fn assert_same(left: &[Value], right: &[Value], what: &str) {
+    let id = |d: &Value| format!("{} {}", d["kind"], d["metadata"]["name"]);
+    let l: Vec<String> = left.iter().map(id).collect();
+    let r: Vec<String> = right.iter().map(id).collect();
+    assert_eq!(l, r, "{what}: objects");
+    if let Some((a, b)) = left.iter().zip(right).find(|(a, b)| a != b) {
+        panic!(
+            "{what}: {} differs\n{}\n---\n{}",
+            id(a),
+            serde_json::to_string_pretty(a).unwrap_or_default(),
+            serde_json::to_string_pretty(b).unwrap_or_default()
+        );
+    }
+}
+
+/// The CLI's render with the base's defaults and these scope flags.
+fn cli(watch_namespace: Option<&str>, cluster_wide: bool) -> Vec<Value> {
+    render(&Render {
+        ca_pem: None,
+        url: None,
+        image: DEFAULT_IMAGE.into(),
+        match_conditions: true,
+        watch_namespace: watch_namespace.map(str::to_owned),
+        cluster_wide,
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The shipped runner pod template is mounted where the flag says, loads,
@@ -494,52 +629,110 @@ fn the_base_renders_and_holds_every_property() {
 }
 
 #[test]
-fn the_namespaced_overlay_grants_the_reconciler_nothing_cluster_wide() {
-    let docs = kustomize("namespaced");
+fn the_base_reconciler_acts_in_one_namespace_and_the_cli_renders_what_kustomize_does() {
+    let base = kustomize("base");
+    check_one_namespace(&base, "agentic-sessions");
+    assert_same(
+        &cli(None, false),
+        &base,
+        "manifests vs kubectl kustomize base",
+    );
+
+    // Another namespace: one value in an overlay, or one flag.
+    let moved = overlay(
+        "team-sessions",
+        "resources:\n- ../../../manifests/base\nreplacements:\n- path: namespace-replacements.yaml\npatches:\n- patch: |-\n    apiVersion: v1\n    kind: ConfigMap\n    metadata:\n      name: agentic-reconciler-scope\n      namespace: agentic-system\n    data:\n      namespace: team-sessions\n",
+    );
+    check_types(&moved);
+    check_reconciler(&moved);
+    check_one_namespace(&moved, "team-sessions");
+    assert_same(
+        &cli(Some("team-sessions"), false),
+        &moved,
+        "--watch-namespace",
+    );
+}
+
+#[test]
+fn the_cluster_wide_component_grants_the_same_verbs_everywhere() {
+    let docs = overlay(
+        "cluster-wide",
+        "resources:\n- ../../../manifests/base\ncomponents:\n- ../../../manifests/components/cluster-wide-reconciler\n",
+    );
     check_types(&docs);
-    check_webhook_configurations(&docs);
-    for kind in ["ClusterRole", "ClusterRoleBinding"] {
+    check_reconciler(&docs);
+    for (kind, name) in [
+        ("Role", "agentic-reconciler"),
+        ("RoleBinding", "agentic-reconciler"),
+        ("ConfigMap", "agentic-reconciler-scope"),
+    ] {
         assert!(
             !docs
                 .iter()
-                .any(|d| d["kind"] == kind && d["metadata"]["name"] == "agentic-reconciler"),
-            "{kind} left in"
+                .any(|d| d["kind"] == kind && d["metadata"]["name"] == name),
+            "{kind} {name} left in"
         );
     }
     let mut bound = bindings_of(&docs, "agentic-reconciler");
     bound.sort();
     assert_eq!(bound, ["agentic-reconciler", "agentic-reconciler-lease"]);
-    let role: Role = find(&docs, "Role", "agentic-reconciler");
-    assert_eq!(role.metadata.namespace.as_deref(), Some("team-sessions"));
-    assert_eq!(flatten(&role.rules.unwrap_or_default()), reconciler_rules());
-    let binding: RoleBinding = find(&docs, "RoleBinding", "agentic-reconciler");
-    assert_eq!(binding.metadata.namespace.as_deref(), Some("team-sessions"));
-    // The reconciler watches exactly that namespace.
     let d: Deployment = find(&docs, "Deployment", "agentic-reconciler");
-    let env = d
-        .spec
-        .and_then(|s| s.template.spec)
-        .and_then(|p| p.containers.into_iter().next())
-        .and_then(|c| c.env)
-        .unwrap_or_default();
-    let watch = env
-        .iter()
-        .find(|e| e.name == "AGENTIC_WATCH_NAMESPACE")
-        .and_then(|e| e.value_from.as_ref())
-        .and_then(|v| v.config_map_key_ref.as_ref())
-        .map(|r| (r.name.clone(), r.key.clone()));
-    assert_eq!(
-        watch,
-        Some((
-            "agentic-reconciler-scope".to_owned(),
-            "namespace".to_owned()
-        ))
+    assert_eq!(watch_env(&d), None, "watches every namespace");
+    // The admission policies still bound what it creates.
+    assert!(docs.iter().any(|d| d["kind"] == "ValidatingAdmissionPolicy"
+        && d["metadata"]["name"] == "agentic-reconciler-creates"));
+    assert_same(&cli(None, true), &docs, "--cluster-wide vs the overlay");
+}
+
+#[test]
+fn the_admission_policies_follow_the_install_namespace() {
+    let docs = overlay(
+        "elsewhere",
+        "namespace: platform-webhooks\nresources:\n- ../../../manifests/base\nreplacements:\n- path: namespace-replacements.yaml\n",
     );
-    let scope = docs
-        .iter()
-        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "agentic-reconciler-scope")
-        .unwrap_or_else(|| panic!("no scope ConfigMap"));
-    assert_eq!(scope["data"]["namespace"], "team-sessions");
+    check_types(&docs);
+    let vars = |name: &str| -> Vec<String> {
+        docs.iter()
+            .find(|d| d["kind"] == "ValidatingAdmissionPolicy" && d["metadata"]["name"] == name)
+            .and_then(|d| d["spec"]["variables"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|v| v["name"] == "reconciler" || v["name"] == "home")
+            .map(|v| v["expression"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        vars("agentic-runner-objects"),
+        ["'system:serviceaccount:platform-webhooks:agentic-reconciler'"]
+    );
+    assert_eq!(
+        vars("agentic-reconciler-creates"),
+        [
+            "'system:serviceaccount:platform-webhooks:agentic-reconciler'",
+            "'platform-webhooks'"
+        ]
+    );
+    // The reconciler still acts in the watched namespace, as itself.
+    assert_eq!(
+        role_placement(&docs),
+        ["agentic-sessions", "agentic-sessions", "platform-webhooks"].map(String::from)
+    );
+}
+
+#[test]
+fn every_flavour_lists_the_same_namespace_replacements() {
+    let read = |f: &str| -> Vec<Value> {
+        let text = std::fs::read_to_string(format!("{ROOT}/manifests/{f}"))
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{f}: {e}"))
+    };
+    let base = read("base/namespace-replacements.yaml");
+    assert_eq!(read("self-managed/namespace-replacements.yaml"), base);
+    let cert_manager = read("cert-manager/namespace-replacements.yaml");
+    assert!(
+        cert_manager.ends_with(&base),
+        "cert-manager/namespace-replacements.yaml ends with the base's entries"
+    );
 }
 
 #[test]
@@ -664,6 +857,8 @@ fn the_manifests_command_renders_the_base_with_the_ca_bundle() {
         url: None,
         image: DEFAULT_IMAGE.into(),
         match_conditions: true,
+        watch_namespace: None,
+        cluster_wide: false,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     // Same objects as kustomize renders, in the same order.
@@ -725,6 +920,8 @@ fn the_manifests_command_can_point_at_a_server_outside_the_cluster() {
         url: Some("https://192.168.1.10:8443".into()),
         image: "x".into(),
         match_conditions: true,
+        watch_namespace: None,
+        cluster_wide: false,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let m = docs
@@ -761,6 +958,8 @@ fn the_manifests_command_can_point_at_a_server_outside_the_cluster() {
             url: Some("http://x:1".into()),
             image: "x".into(),
             match_conditions: true,
+            watch_namespace: None,
+            cluster_wide: false,
         })
         .is_err()
     );
@@ -874,6 +1073,8 @@ fn match_conditions_ship_in_the_base_and_come_off_for_older_clusters() {
         url: None,
         image: DEFAULT_IMAGE.into(),
         match_conditions: false,
+        watch_namespace: None,
+        cluster_wide: false,
     })
     .expect("renders");
     for docs in [&without, &rendered] {
@@ -892,4 +1093,174 @@ fn match_conditions_ship_in_the_base_and_come_off_for_older_clusters() {
             assert_eq!(h, stripped, "{kind}");
         }
     }
+}
+
+/// policy.networking.k8s.io/v1alpha1 AdminNetworkPolicy, the fields the
+/// component uses, strictly (k8s-openapi has no binding for it): a typo or
+/// a field of another version fails here rather than on the cluster.
+mod anp {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct AdminNetworkPolicy {
+        pub api_version: String,
+        pub kind: String,
+        pub metadata: serde_json::Value,
+        pub spec: Spec,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Spec {
+        pub priority: i32,
+        pub subject: Peer,
+        #[serde(default)]
+        pub ingress: Vec<Rule>,
+        #[serde(default)]
+        pub egress: Vec<Rule>,
+    }
+    /// Exactly one field set (the API's minProperties/maxProperties 1).
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Peer {
+        pub namespaces: Option<Selector>,
+        pub pods: Option<Pods>,
+        pub networks: Option<Vec<String>>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Pods {
+        pub namespace_selector: Selector,
+        pub pod_selector: Selector,
+    }
+    #[derive(Deserialize, Default, PartialEq, Debug)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Selector {
+        #[serde(default)]
+        pub match_labels: BTreeMap<String, String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rule {
+        pub name: String,
+        pub action: String,
+        #[serde(default)]
+        pub from: Vec<Peer>,
+        #[serde(default)]
+        pub to: Vec<Peer>,
+        #[serde(default)]
+        pub ports: Vec<Port>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Port {
+        pub port_number: PortNumber,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PortNumber {
+        pub port: i32,
+        pub protocol: String,
+    }
+
+    impl Peer {
+        pub fn fields_set(&self) -> usize {
+            usize::from(self.namespaces.is_some())
+                + usize::from(self.pods.is_some())
+                + usize::from(self.networks.is_some())
+        }
+    }
+}
+
+#[test]
+fn the_admin_network_policy_component_holds_the_runner_port_and_metadata_whatever_tenants_allow() {
+    use agentic_webhook::lifecycle::world::{METADATA_CIDRS, RUNNER_PORT, runner_selector};
+    let docs = overlay(
+        "admin-network-policy",
+        "namespace: platform-webhooks\nresources:\n- ../../../manifests/base\ncomponents:\n- ../../../manifests/components/admin-network-policy\nreplacements:\n- path: namespace-replacements.yaml\n",
+    );
+    let found: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "AdminNetworkPolicy")
+        .collect();
+    assert_eq!(found.len(), 1);
+    let p: anp::AdminNetworkPolicy = serde_json::from_value(found[0].clone())
+        .unwrap_or_else(|e| panic!("AdminNetworkPolicy: {e}"));
+    assert_eq!(p.api_version, "policy.networking.k8s.io/v1alpha1");
+    assert_eq!(p.kind, "AdminNetworkPolicy");
+    // Cluster-scoped; kustomize, not knowing the kind, gives it the
+    // overlay's `namespace:`, which kubectl drops for cluster-scoped kinds.
+    assert_eq!(p.metadata["name"], "agentic-runners");
+    assert!((0..=1000).contains(&p.spec.priority));
+    // The subject is every runner pod, as the reconciler's policies select them.
+    assert_eq!(p.spec.subject.fields_set(), 1);
+    let pods = p.spec.subject.pods.as_ref().expect("pods subject");
+    assert_eq!(pods.namespace_selector, anp::Selector::default());
+    let selector = runner_selector().match_labels.unwrap_or_default();
+    assert_eq!(pods.pod_selector.match_labels, selector);
+    for rule in p.spec.ingress.iter().chain(&p.spec.egress) {
+        assert!(["Allow", "Deny", "Pass"].contains(&rule.action.as_str()));
+        assert!(rule.name.len() <= 100);
+        assert!(
+            rule.from
+                .iter()
+                .chain(&rule.to)
+                .all(|peer| peer.fields_set() == 1),
+            "{}: exactly one field per peer",
+            rule.name
+        );
+    }
+    // Ingress on the runner port: the reconciler (in the install's
+    // namespace, which followed `namespace:`), the platform, then nobody.
+    let actions: Vec<(&str, &str)> = p
+        .spec
+        .ingress
+        .iter()
+        .map(|r| (r.name.as_str(), r.action.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("reconciler-to-runner", "Allow"),
+            ("platform-to-runner", "Allow"),
+            ("nobody-else-to-runner", "Deny")
+        ]
+    );
+    for r in &p.spec.ingress {
+        let ports: Vec<(i32, &str)> = r
+            .ports
+            .iter()
+            .map(|p| (p.port_number.port, p.port_number.protocol.as_str()))
+            .collect();
+        assert_eq!(ports, [(RUNNER_PORT, "TCP")], "{}", r.name);
+    }
+    let reconciler = p.spec.ingress[0].from[0].pods.as_ref().expect("pods peer");
+    assert_eq!(
+        reconciler.namespace_selector.match_labels["kubernetes.io/metadata.name"],
+        "platform-webhooks"
+    );
+    assert_eq!(
+        reconciler.pod_selector.match_labels["app.kubernetes.io/name"],
+        "agentic-reconciler"
+    );
+    assert_eq!(
+        p.spec.ingress[2].from[0].namespaces,
+        Some(anp::Selector::default()),
+        "denied from every namespace"
+    );
+    // Egress to the metadata addresses: denied, the reconciler's own list.
+    assert_eq!(p.spec.egress.len(), 1);
+    assert_eq!(p.spec.egress[0].action, "Deny");
+    assert_eq!(
+        p.spec.egress[0].to[0].networks.as_deref(),
+        Some(
+            METADATA_CIDRS
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect::<Vec<_>>()
+                .as_slice()
+        )
+    );
 }

@@ -13,6 +13,7 @@ use agentic_webhook::lifecycle::cache::CacheWriters;
 use agentic_webhook::lifecycle::controller::{
     Context, Error, error_policy, reconcile, run_controller,
 };
+use agentic_webhook::lifecycle::mark::{MARK, Marker};
 use agentic_webhook::lifecycle::metrics::Metrics;
 use agentic_webhook::lifecycle::notice::{NoticeBody, NoticeFuture, RunnerNotifier, RunnerRef};
 use agentic_webhook::lifecycle::plan::PlanConfig;
@@ -30,6 +31,18 @@ use tokio::time::Instant;
 const SESSIONS: &str = "/apis/vteam.ambient-code/v1alpha2/namespaces/team-a/agenticsessions";
 const PODS: &str = "/api/v1/namespaces/team-a/pods";
 const SERVICES: &str = "/api/v1/namespaces/team-a/services";
+const SECRETS: &str = "/api/v1/namespaces/team-a/secrets";
+
+/// The reconciler's key in these tests.
+fn marker() -> Marker {
+    Marker::new(&[9; 32])
+}
+
+/// What the token Secret's create answers.
+fn secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": "ambient-runner-token-s1", "namespace": "team-a"}})
+}
 
 fn clock() -> Timestamp {
     "2026-11-23T06:00:00Z"
@@ -80,11 +93,13 @@ fn pod_list(pods: Vec<Value>) -> Value {
 }
 
 fn runner_pod(attempt: i64, container_state: Value, ready: bool) -> Value {
+    let name = format!("s1-runner-{attempt}");
     json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("s1-runner-{attempt}"), "namespace": "team-a",
+        "metadata": {"name": name, "namespace": "team-a",
             "uid": format!("uid-s1-runner-{attempt}"),
             "labels": {"vteam.ambient-code/session": "s1", "vteam.ambient-code/attempt": attempt.to_string()},
-            "annotations": {"vteam.ambient-code/repos": "[{\"url\":\"https://github.com/acme/api.git\",\"branch\":\"main\"}]"},
+            "annotations": {"vteam.ambient-code/repos": "[{\"url\":\"https://github.com/acme/api.git\",\"branch\":\"main\"}]",
+                            MARK: marker().pod_mark("team-a", &name, "uid-s1", attempt)},
             "ownerReferences": [{"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession", "name": "s1",
                                  "uid": "uid-s1", "controller": true}]},
         "status": {"phase": "Running", "containerStatuses": [
@@ -92,7 +107,10 @@ fn runner_pod(attempt: i64, container_state: Value, ready: bool) -> Value {
 }
 
 fn service() -> Value {
-    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "session-s1", "namespace": "team-a"}})
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "session-s1", "namespace": "team-a",
+                        "annotations": {MARK: marker().service_mark("team-a", "session-s1", "uid-s1")}},
+           "spec": {"selector": {"vteam.ambient-code/session": "s1"}}})
 }
 
 /// The reconciler's series and the registry that exports them.
@@ -130,6 +148,7 @@ fn ctx_with_metrics(
         PlanConfig::default(),
         notifier,
         metrics,
+        marker(),
     )
     .with_clock(clock)
 }
@@ -175,21 +194,81 @@ fn status_apply() -> String {
     format!("PATCH {SESSIONS}/s1/status?&force=true&fieldManager=agentic-reconciler")
 }
 
-/// The cache has not seen the pod yet; the create says it exists.
+/// The cache has not seen the pod yet; the create says it exists, and the
+/// pod found under the name carries the reconciler's mark.
 #[tokio::test]
 async fn a_pod_that_already_exists_is_adopted_not_duplicated() {
     let obj = session(json!({"phase": "Pending", "attempt": 1}), json!({}));
+    let pending = json!({"waiting": {"reason": "ContainerCreating"}});
     let (log, res) = reconcile_json(
         obj.clone(),
-        vec![status(409, "AlreadyExists"), ok(obj)],
+        vec![
+            ok(secret()),
+            status(409, "AlreadyExists"),
+            ok(runner_pod(1, pending, false)),
+            ok(obj),
+        ],
         Arc::new(StubNotifier::default()),
     )
     .await;
     res.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         lines(&log),
-        vec![format!("POST {PODS}?"), status_apply(), events_post()]
+        vec![
+            format!("POST {SECRETS}?"),
+            format!("POST {PODS}?"),
+            format!("GET {PODS}/s1-runner-1"),
+            status_apply(),
+            events_post()
+        ]
     );
+}
+
+/// The same, but the pod under the name is not the reconciler's: the
+/// session waits with NameTaken, no attempt is spent, nothing is adopted.
+#[tokio::test]
+async fn a_pod_squatting_the_runners_name_is_not_adopted() {
+    let obj = session(json!({"phase": "Pending", "attempt": 1}), json!({}));
+    let mut squatter = runner_pod(1, json!({"running": {}}), true);
+    squatter["metadata"]["annotations"] = json!({});
+    let (log, res) = reconcile_json(
+        obj.clone(),
+        vec![
+            ok(secret()),
+            status(409, "AlreadyExists"),
+            ok(squatter),
+            ok(obj),
+        ],
+        Arc::new(StubNotifier::default()),
+    )
+    .await;
+    res.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        lines(&log),
+        vec![
+            format!("POST {SECRETS}?"),
+            format!("POST {PODS}?"),
+            format!("GET {PODS}/s1-runner-1"),
+            status_apply(),
+            events_post()
+        ]
+    );
+    let rec = mockapi::recorded(&log);
+    let st = rec
+        .iter()
+        .find(|r| r.line() == status_apply())
+        .and_then(|r| r.body.clone())
+        .unwrap_or_default();
+    assert_eq!(st["status"]["phase"], "Pending", "{st}");
+    assert_eq!(st["status"]["attempt"], 1);
+    let created = st["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "PodCreated")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(created["reason"], "NameTaken", "{st}");
 }
 
 #[tokio::test]
@@ -260,8 +339,10 @@ async fn a_stalled_api_call_times_out_is_retried_with_backoff_and_creates_no_sec
         json!({"waiting": {"reason": "ContainerCreating"}}),
         false,
     );
-    let (client, log) =
-        mockapi::client_with_deadline(vec![stall(), ok(obj.clone())], Duration::from_secs(30));
+    let (client, log) = mockapi::client_with_deadline(
+        vec![ok(secret()), stall(), ok(obj.clone())],
+        Duration::from_secs(30),
+    );
     let ctx = ctx(client, Arc::new(StubNotifier::default()));
     let mut writers = seed(&ctx, vec![], vec![service()]);
     let s = parse(obj);
@@ -290,7 +371,12 @@ async fn a_stalled_api_call_times_out_is_retried_with_backoff_and_creates_no_sec
     reconcile(s, ctx).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         lines(&log),
-        vec![format!("POST {PODS}?"), status_apply(), events_post()],
+        vec![
+            format!("POST {SECRETS}?"),
+            format!("POST {PODS}?"),
+            status_apply(),
+            events_post()
+        ],
         "the retry sees the pod the stalled call created and does not create another"
     );
     let rec = mockapi::recorded(&log);
@@ -326,7 +412,7 @@ async fn a_reconcile_that_outlives_its_deadline_is_abandoned_and_requeued() {
         error_policy(s, &err, ctx),
         Action::requeue(Duration::from_secs(1))
     );
-    assert_eq!(lines(&log), vec![format!("POST {PODS}?")]);
+    assert_eq!(lines(&log), vec![format!("POST {SECRETS}?")]);
     assert!(
         metrics
             .render()

@@ -26,6 +26,8 @@ pub enum UrlProblem {
     Whitespace,
     /// V1
     Scheme,
+    /// V1: a service (MCP server) URL is https or http.
+    ServiceScheme,
     /// V1
     NoHost,
     /// V1
@@ -49,6 +51,7 @@ impl UrlProblem {
             UrlProblem::AmbiguousHost(why) => format!("host must not be {why}"),
             UrlProblem::Whitespace => "must not contain whitespace or control characters".into(),
             UrlProblem::Scheme => "scheme must be https, http, ssh or git@host:path".into(),
+            UrlProblem::ServiceScheme => "scheme must be https or http".into(),
             UrlProblem::NoHost => "must name a host".into(),
             UrlProblem::NoPath => "must name a repository path on the host".into(),
             UrlProblem::BadPort => "port must be a number from 1 to 65535".into(),
@@ -106,7 +109,7 @@ pub fn parse(url: &str) -> Result<GitUrl<'_>, UrlProblem> {
         ("ssh://", Scheme::Ssh),
     ] {
         if let Some(rest) = strip_prefix_ci(url, prefix) {
-            return parse_hierarchical(scheme, rest);
+            return parse_hierarchical(scheme, rest, true);
         }
     }
     if let Some(rest) = url.strip_prefix("git@") {
@@ -136,7 +139,28 @@ pub fn parse(url: &str) -> Result<GitUrl<'_>, UrlProblem> {
     Err(UrlProblem::Scheme)
 }
 
-fn parse_hierarchical(scheme: Scheme, rest: &str) -> Result<GitUrl<'_>, UrlProblem> {
+/// A service's URL (an MCP server's): https or http, held to the same host
+/// and credential rules as a git URL (V1–V3); any path, or none.
+pub fn parse_service_url(url: &str) -> Result<GitUrl<'_>, UrlProblem> {
+    if url.starts_with('-') {
+        return Err(UrlProblem::LeadingDash);
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(UrlProblem::Whitespace);
+    }
+    for (prefix, scheme) in [("https://", Scheme::Https), ("http://", Scheme::Http)] {
+        if let Some(rest) = strip_prefix_ci(url, prefix) {
+            return parse_hierarchical(scheme, rest, false);
+        }
+    }
+    Err(UrlProblem::ServiceScheme)
+}
+
+fn parse_hierarchical(
+    scheme: Scheme,
+    rest: &str,
+    need_path: bool,
+) -> Result<GitUrl<'_>, UrlProblem> {
     let (authority, path) = match rest.find(['/', '?', '#']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -174,7 +198,7 @@ fn parse_hierarchical(scheme: Scheme, rest: &str) -> Result<GitUrl<'_>, UrlProbl
         return Err(UrlProblem::BadPort);
     }
     let repo_path = path.trim_start_matches('/');
-    if repo_path.is_empty() || repo_path.starts_with(['?', '#']) {
+    if need_path && (repo_path.is_empty() || repo_path.starts_with(['?', '#'])) {
         return Err(UrlProblem::NoPath);
     }
     Ok(GitUrl {
@@ -305,6 +329,16 @@ pub fn check_host(host: &str, limits: &Limits) -> Result<(), UrlProblem> {
         return Err(UrlProblem::HostNotAllowed);
     }
     Ok(())
+}
+
+/// V3 for a service URL's host: the same forbidden hosts as git's, without
+/// the git-host allow-list (which names git servers, not MCP servers).
+pub fn check_service_host(host: &str, limits: &Limits) -> Result<(), UrlProblem> {
+    let host = normalize_host(host)?;
+    match forbidden_host_class(&host, limits) {
+        Some(what) => Err(UrlProblem::ForbiddenHost(what)),
+        None => Ok(()),
+    }
 }
 
 /// The address a numeric host names, in any spelling git would accept.

@@ -26,6 +26,8 @@ pub struct Limits {
     pub max_repos: usize,
     /// V7
     pub max_prompt_bytes: usize,
+    /// V26: restarts after RetriesExhausted a tenant may ask for.
+    pub max_restarts: i64,
     /// V3; empty allows any host.
     pub allowed_git_hosts: Vec<HostPattern>,
     /// V3: networks no literal address may be in (private ranges are
@@ -40,6 +42,7 @@ impl Default for Limits {
         Limits {
             max_repos: 20,
             max_prompt_bytes: 100 * 1024,
+            max_restarts: 3,
             allowed_git_hosts: Vec::new(),
             denied_cidrs: Vec::new(),
             cluster_domain: "cluster.local".into(),
@@ -158,6 +161,15 @@ impl AdmissionService for Policy {
         {
             mutate::mark_created_by_runner(annotations.as_ref(), session, &mut m);
         }
+        // M7: a person's session without a user context acts for that person.
+        if req.operation == Operation::Create
+            && validate::principals::Role::of(&self.config.principals, &req.user_info)
+                == validate::principals::Role::Tenant
+            && let Some(Value::Object(spec)) = &spec
+            && !spec.contains_key("userContext")
+        {
+            mutate::fill_user_context(&req.user_info, &mut m);
+        }
         Verdict {
             patch: m.patch_json(),
             warnings: m.warnings,
@@ -182,7 +194,10 @@ mod tests {
 
     #[test]
     fn mutate_patches_creates_and_updates_of_the_main_resource() {
-        let obj = session(V1Alpha2, json!({"repos": [{"url": "https://h/o/api"}]}));
+        let obj = session(
+            V1Alpha2,
+            json!({"repos": [{"url": "https://h/o/api"}], "userContext": {"userId": "alice"}}),
+        );
         let v = Case::create(V1Alpha2, obj.clone()).mutate();
         let patch: serde_json::Value =
             serde_json::from_slice(&v.patch.unwrap_or_default()).expect("JSON");
@@ -212,14 +227,56 @@ mod tests {
         assert_eq!(Case::delete(V1Alpha2, obj).mutate().patch, None);
         let v1 = session(
             V1Alpha1,
-            json!({"repos": [{"url": "https://h/o/api", "branch": "main"}]}),
+            json!({"repos": [{"url": "https://h/o/api", "branch": "main"}], "userContext": {}}),
         );
         assert_eq!(Case::create(V1Alpha1, v1).mutate().patch, None);
     }
 
     #[test]
-    fn m6_a_runners_create_in_its_namespace_is_marked_and_no_one_elses() {
+    fn m7_a_persons_session_without_a_user_context_acts_for_that_person() {
         let obj = session(V1Alpha1, json!({"initialPrompt": "p"}));
+        let v = Case::create(V1Alpha1, obj.clone())
+            .by("kube:admin")
+            .groups(&["system:authenticated", "acme-devs"])
+            .mutate();
+        let patch: serde_json::Value =
+            serde_json::from_slice(&v.patch.unwrap_or_default()).unwrap_or_default();
+        assert_eq!(
+            patch,
+            json!([{"op": "add", "path": "/spec/userContext",
+                    "value": {"userId": "kube-admin", "displayName": "kube:admin", "groups": ["acme-devs"]}}])
+        );
+        // Its output passes V25; a context already there is left alone;
+        // those who create on someone's behalf get none.
+        let mut filled = obj.clone();
+        filled["spec"]["userContext"] = patch[0]["value"].clone();
+        assert_allowed(
+            &Case::create(V1Alpha1, filled.clone())
+                .by("kube:admin")
+                .groups(&["system:authenticated", "acme-devs"])
+                .validate(),
+        );
+        assert_eq!(Case::create(V1Alpha1, filled).mutate().patch, None);
+        for by in [
+            "system:serviceaccount:team-a:ambient-session-trigger",
+            "system:serviceaccount:team-a:ambient-key-ci-3f2a9b1c",
+            "system:serviceaccount:ambient-code:backend-api",
+            CONTROLLER,
+        ] {
+            assert_eq!(
+                Case::create(V1Alpha1, obj.clone()).by(by).mutate().patch,
+                None,
+                "{by}"
+            );
+        }
+    }
+
+    #[test]
+    fn m6_a_runners_create_in_its_namespace_is_marked_and_no_one_elses() {
+        let obj = session(
+            V1Alpha1,
+            json!({"initialPrompt": "p", "userContext": {"userId": "alice"}}),
+        );
         let runner = "system:serviceaccount:team-a:ambient-session-s1";
         let patch = |c: Case| -> serde_json::Value {
             serde_json::from_slice(&c.mutate().patch.unwrap_or_default()).unwrap_or_default()

@@ -1,4 +1,4 @@
-//! Mutation M1–M6.
+//! Mutation M1–M7.
 //!
 //! The mutating webhook runs before schema validation, so fields may have the
 //! wrong JSON type. Mutation therefore reads the raw `spec` as JSON and only
@@ -117,6 +117,31 @@ pub fn mark_created_by_runner(annotations: Option<&Value>, session: &str, m: &mu
         }
         Some(_) => {}
     }
+}
+
+/// M7: `spec.userContext` from the creating user: the id as the platform's
+/// backend spells it, the name, and the user's own groups (not the
+/// `system:` ones every client has).
+pub fn fill_user_context(user: &super::review::UserInfo, m: &mut Mutation) {
+    let groups: Vec<Value> = user
+        .groups
+        .iter()
+        .filter(|g| !g.starts_with("system:"))
+        .map(|g| Value::String(g.clone()))
+        .collect();
+    let mut ctx = Map::new();
+    ctx.insert(
+        "userId".into(),
+        Value::String(super::validate::principals::platform_user_id(
+            &user.username,
+        )),
+    );
+    ctx.insert("displayName".into(), Value::String(user.username.clone()));
+    ctx.insert("groups".into(), Value::Array(groups));
+    m.ops.push(PatchOp::Add {
+        path: "/spec/userContext".into(),
+        value: Value::Object(ctx),
+    });
 }
 
 /// M1: `prompt` becomes `initialPrompt`, as conversion does. When both are

@@ -54,6 +54,12 @@ pub enum Rule {
     V22,
     /// Status conditions.
     V23,
+    /// Session names make valid names for the runner's objects.
+    V24,
+    /// `spec.userContext` names the user who creates the session.
+    V25,
+    /// Restarts after RetriesExhausted stay within `--max-restarts`.
+    V26,
 }
 
 /// What a rule judges, which decides how its errors are answered: shape
@@ -67,9 +73,9 @@ pub enum Family {
     Shape,
     /// Changes to a running session (V14–V15).
     Running,
-    /// Who may do what (V17–V20): 403.
+    /// Who may do what (V17–V20, V25, V26): 403, and never warn-only.
     Principal,
-    /// Values of user-set annotations (V21).
+    /// Values of user-set metadata: annotations (V21), names (V24).
     Metadata,
     /// The status subresource (V22–V23).
     Status,
@@ -77,7 +83,7 @@ pub enum Family {
 
 impl Rule {
     /// Every rule, in id order.
-    pub const ALL: [Rule; 21] = [
+    pub const ALL: [Rule; 24] = [
         Rule::Schema,
         Rule::V1,
         Rule::V2,
@@ -99,6 +105,9 @@ impl Rule {
         Rule::V21,
         Rule::V22,
         Rule::V23,
+        Rule::V24,
+        Rule::V25,
+        Rule::V26,
     ];
 
     /// The rule with this id (`V3`, case-insensitive).
@@ -131,6 +140,9 @@ impl Rule {
             Rule::V21 => "V21",
             Rule::V22 => "V22",
             Rule::V23 => "V23",
+            Rule::V24 => "V24",
+            Rule::V25 => "V25",
+            Rule::V26 => "V26",
         }
     }
 
@@ -151,8 +163,10 @@ impl Rule {
             | Rule::V10
             | Rule::V11 => Family::Shape,
             Rule::V14 | Rule::V15 => Family::Running,
-            Rule::V17 | Rule::V18 | Rule::V19 | Rule::V20 => Family::Principal,
-            Rule::V21 => Family::Metadata,
+            Rule::V17 | Rule::V18 | Rule::V19 | Rule::V20 | Rule::V25 | Rule::V26 => {
+                Family::Principal
+            }
+            Rule::V21 | Rule::V24 => Family::Metadata,
             Rule::V22 | Rule::V23 => Family::Status,
         }
     }
@@ -551,7 +565,10 @@ mod tests {
                 "V1", "V2", "V3", "V4", "V5", "V6", "V7", "V8", "V9", "V10", "V11"
             ]
         );
-        assert_eq!(ids(Rule::is_authorization), ["V17", "V18", "V19", "V20"]);
+        assert_eq!(
+            ids(Rule::is_authorization),
+            ["V17", "V18", "V19", "V20", "V25", "V26"]
+        );
         // ALL lists every rule once, in order, and ids parse back.
         for (i, r) in Rule::ALL.into_iter().enumerate() {
             assert_eq!(Rule::from_id(r.as_str()), Some(r));

@@ -1,6 +1,7 @@
 //! Whose runner environment variables are whose. One list for V10 (a
 //! session may not set these) and the pod builder (a session's variable
-//! never replaces one of these), so the two can never disagree.
+//! never replaces one of these, nor sets one of [`controls_process`]), so
+//! the two can never disagree.
 
 /// What this product's reconciler gives the runner container from the
 /// session and its attempt.
@@ -21,6 +22,8 @@ pub const RECONCILER: &[&str] = &[
     "STOP_ON_RUN_FINISHED",
     "AUTO_PUSH_ON_COMPLETE",
     "MCP_SERVERS",
+    // From the reconciler's Secret: the token notices carry.
+    "AGUI_TOKEN",
 ];
 
 /// What the ambient-code platform's operator sets in the runner pod's
@@ -40,6 +43,59 @@ pub const PLATFORM: &[&str] = &[
 /// A name a session's `environmentVariables` may not use.
 pub fn is_reserved(name: &str) -> bool {
     RECONCILER.contains(&name) || PLATFORM.contains(&name)
+}
+
+/// Variables that steer the runner's processes or git rather than the
+/// agent: loaders, interpreters, shells, proxies, trust stores and every
+/// `GIT_*` (`GIT_CONFIG_COUNT`/`KEY_0`/`VALUE_0` set any git option, e.g.
+/// `protocol.ext.allow=always`, which turns a repo URL into a command).
+/// The platform team sets them in the runner pod template, if at all.
+pub fn controls_process(name: &str) -> bool {
+    const PREFIXES: &[&str] = &["GIT_", "LD_", "DYLD_", "PYTHON", "NPM_CONFIG_", "SSH_"];
+    const EXACT: &[&str] = &[
+        "PATH",
+        "BASH_ENV",
+        "ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "PS4",
+        "IFS",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "NODE_EXTRA_CA_CERTS",
+        "PERL5OPT",
+        "PERL5LIB",
+        "RUBYOPT",
+        "RUBYLIB",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GCONV_PATH",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "RES_OPTIONS",
+    ];
+    let upper = name.to_ascii_uppercase();
+    EXACT.contains(&upper.as_str())
+        || PREFIXES.iter().any(|p| upper.starts_with(p))
+        || upper.ends_with("_PROXY")
+}
+
+/// Why a session may not set `name`, if it may not.
+pub fn refused(name: &str) -> Option<&'static str> {
+    if is_reserved(name) {
+        Some("is reserved: the runner sets it")
+    } else if controls_process(name) {
+        Some(
+            "controls the runner's processes or git (GIT_*, LD_*, *_PROXY, NODE_OPTIONS, PYTHON*, PATH, ...): set it in the runner pod template",
+        )
+    } else {
+        None
+    }
 }
 
 /// Names that carry secrets by convention: allowed, but every reader of
@@ -87,6 +143,36 @@ mod tests {
             "JIRA_READ_ONLY_MODE",
         ] {
             assert!(!is_reserved(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn process_and_git_control_is_refused_and_the_platforms_variables_are_not() {
+        for name in [
+            "GIT_CONFIG_COUNT",
+            "GIT_CONFIG_KEY_0",
+            "GIT_SSH_COMMAND",
+            "LD_PRELOAD",
+            "https_proxy",
+            "NO_PROXY",
+            "NODE_OPTIONS",
+            "PYTHONSTARTUP",
+            "PATH",
+            "BASH_ENV",
+        ] {
+            assert!(refused(name).is_some(), "{name}");
+        }
+        for name in [
+            "RUNNER_TYPE",
+            "RUNNER_STATE_DIR",
+            "PARENT_SESSION_ID",
+            "SDK_OPTIONS",
+            "JIRA_READ_ONLY_MODE",
+            "AWS_ACCESS_KEY_ID",
+            "LOG_LEVEL",
+            "GITHUB_ORG",
+        ] {
+            assert_eq!(refused(name), None, "{name}");
         }
     }
 

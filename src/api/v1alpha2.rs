@@ -95,6 +95,9 @@ pub struct SessionStatus {
     pub sdk_restart_count: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<i64>,
+    /// Restarts after RetriesExhausted (V26 bounds them by `--max-restarts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<Condition>>,
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::input::to_yaml_stream;
 
-/// The base, in the order `kubectl kustomize manifests/base` lists it.
+/// The base's files (sorted as kustomize sorts, see [`kustomize_order`]).
 const BASE: &[(&str, &str)] = &[
     (
         "namespace.yaml",
@@ -19,6 +19,10 @@ const BASE: &[(&str, &str)] = &[
     ),
     ("crd.yaml", include_str!("../../manifests/crd.yaml")),
     ("rbac.yaml", include_str!("../../manifests/base/rbac.yaml")),
+    (
+        "scope.yaml",
+        include_str!("../../manifests/base/scope.yaml"),
+    ),
     (
         "webhook.yaml",
         include_str!("../../manifests/base/webhook.yaml"),
@@ -35,7 +39,74 @@ const BASE: &[(&str, &str)] = &[
         "webhook-configurations.yaml",
         include_str!("../../manifests/base/webhook-configurations.yaml"),
     ),
+    (
+        "runner-policies.yaml",
+        include_str!("../../manifests/base/runner-policies.yaml"),
+    ),
 ];
+
+/// components/cluster-wide-reconciler's ClusterRole and binding.
+const CLUSTER_WIDE_RBAC: &str =
+    include_str!("../../manifests/components/cluster-wide-reconciler/rbac.yaml");
+
+/// The namespace scope.yaml names: what the reconciler watches by default.
+const SCOPE: &str = "agentic-reconciler-scope";
+const WATCH_ENV: &str = "AGENTIC_WATCH_NAMESPACE";
+
+/// Where kustomize's legacy order puts a document: by kind (kinds it does
+/// not list go between the two lists, by name), then namespace, then name.
+fn kustomize_order(doc: &Value) -> (usize, String, String, String) {
+    const FIRST: &[&str] = &[
+        "Namespace",
+        "ResourceQuota",
+        "StorageClass",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "PodSecurityPolicy",
+        "Role",
+        "ClusterRole",
+        "RoleBinding",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Secret",
+        "Endpoints",
+        "Service",
+        "LimitRange",
+        "PriorityClass",
+        "PersistentVolume",
+        "PersistentVolumeClaim",
+        "Deployment",
+        "StatefulSet",
+        "CronJob",
+        "PodDisruptionBudget",
+    ];
+    const LAST: &[&str] = &[
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ];
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let rank = match (
+        FIRST.iter().position(|k| *k == kind),
+        LAST.iter().position(|k| *k == kind),
+    ) {
+        (Some(i), _) => i,
+        (None, Some(i)) => FIRST.len() + 1 + i,
+        (None, None) => FIRST.len(),
+    };
+    let unlisted = if rank == FIRST.len() { kind } else { "" };
+    (
+        rank,
+        unlisted.to_owned(),
+        doc["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        doc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
 
 pub const DEFAULT_IMAGE: &str = concat!(
     "ghcr.io/ambient-code/agentic-webhook:",
@@ -64,6 +135,14 @@ pub struct ManifestsArgs {
     /// apiserver then calls both webhooks on every write.
     #[arg(long)]
     no_match_conditions: bool,
+    /// The one namespace the reconciler watches and makes runners in
+    /// [default: the base's agentic-reconciler-scope, agentic-sessions].
+    #[arg(long, value_name = "NAMESPACE", conflicts_with = "cluster_wide")]
+    watch_namespace: Option<String>,
+    /// The reconciler acts in every namespace (the
+    /// components/cluster-wide-reconciler component).
+    #[arg(long)]
+    cluster_wide: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +152,9 @@ pub struct Render {
     pub image: String,
     /// Keep the webhook configurations' matchConditions (Kubernetes 1.30+).
     pub match_conditions: bool,
+    /// The reconciler's one namespace (None: the base's).
+    pub watch_namespace: Option<String>,
+    pub cluster_wide: bool,
 }
 
 fn is_webhook_server(doc: &Value) -> bool {
@@ -101,6 +183,51 @@ fn client_config(
     cc
 }
 
+/// What the base's replacements and the cluster-wide component do: the
+/// reconciler's Role and RoleBinding go to the watched namespace, or give
+/// way to the ClusterRole (and the scope to nothing).
+fn scope(docs: &mut Vec<Value>, opts: &Render) -> anyhow::Result<()> {
+    let named =
+        |d: &Value, kind: &str, name: &str| d["kind"] == kind && d["metadata"]["name"] == name;
+    if opts.cluster_wide {
+        docs.retain(|d| {
+            !named(d, "Role", "agentic-reconciler")
+                && !named(d, "RoleBinding", "agentic-reconciler")
+                && !named(d, "ConfigMap", SCOPE)
+        });
+        for d in docs
+            .iter_mut()
+            .filter(|d| named(d, "Deployment", "agentic-reconciler"))
+        {
+            if let Some(env) = d["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut()
+            {
+                env.retain(|e| e["name"] != WATCH_ENV);
+            }
+        }
+        let rbac: Vec<Value> =
+            serde_saphyr::from_multiple(CLUSTER_WIDE_RBAC).context("embedded cluster-wide rbac")?;
+        docs.extend(rbac.into_iter().filter(|d| !d.is_null()));
+        return Ok(());
+    }
+    if let Some(ns) = &opts.watch_namespace {
+        for d in docs.iter_mut().filter(|d| named(d, "ConfigMap", SCOPE)) {
+            d["data"]["namespace"] = json!(ns);
+        }
+    }
+    let watched = docs
+        .iter()
+        .find(|d| named(d, "ConfigMap", SCOPE))
+        .and_then(|d| d["data"]["namespace"].as_str())
+        .map(str::to_owned)
+        .context("the base has no agentic-reconciler-scope ConfigMap")?;
+    for d in docs.iter_mut().filter(|d| {
+        named(d, "Role", "agentic-reconciler") || named(d, "RoleBinding", "agentic-reconciler")
+    }) {
+        d["metadata"]["namespace"] = json!(watched);
+    }
+    Ok(())
+}
+
 /// Render the install documents.
 pub fn render(opts: &Render) -> anyhow::Result<Vec<Value>> {
     if let Some(u) = &opts.url
@@ -114,62 +241,66 @@ pub fn render(opts: &Render) -> anyhow::Result<Vec<Value>> {
         .ca_pem
         .as_ref()
         .map(|pem| base64::engine::general_purpose::STANDARD.encode(pem));
-    let mut out = Vec::new();
+    let mut docs: Vec<Value> = Vec::new();
     for (file, text) in BASE {
-        let docs: Vec<Value> =
+        let parsed: Vec<Value> =
             serde_saphyr::from_multiple(text).with_context(|| format!("embedded {file}"))?;
-        for mut doc in docs.into_iter().filter(|d| !d.is_null()) {
-            if opts.url.is_some() && is_webhook_server(&doc) {
-                continue;
-            }
-            match doc["kind"].as_str().unwrap_or("") {
-                "Deployment" => {
-                    if let Some(containers) =
-                        doc["spec"]["template"]["spec"]["containers"].as_array_mut()
-                    {
-                        for c in containers
-                            .iter_mut()
-                            .filter(|c| c["image"] == "agentic-webhook")
-                        {
-                            c["image"] = json!(opts.image);
-                        }
-                    }
-                }
-                "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
-                    let path = if doc["kind"] == "MutatingWebhookConfiguration" {
-                        "/mutate"
-                    } else {
-                        "/validate"
-                    };
-                    if let Some(hooks) = doc["webhooks"].as_array_mut() {
-                        for h in hooks {
-                            if !opts.match_conditions
-                                && let Some(o) = h.as_object_mut()
-                            {
-                                o.remove("matchConditions");
-                            }
-                            h["clientConfig"] = client_config(
-                                opts.url.as_deref(),
-                                path,
-                                bundle.as_deref(),
-                                &h["clientConfig"],
-                            );
-                        }
-                    }
-                }
-                "CustomResourceDefinition" => {
-                    let wh = &mut doc["spec"]["conversion"]["webhook"];
-                    wh["clientConfig"] = client_config(
-                        opts.url.as_deref(),
-                        "/convert",
-                        bundle.as_deref(),
-                        &wh["clientConfig"],
-                    );
-                }
-                _ => {}
-            }
-            out.push(doc);
+        docs.extend(parsed.into_iter().filter(|d| !d.is_null()));
+    }
+    scope(&mut docs, opts)?;
+    docs.sort_by_key(kustomize_order);
+    let mut out = Vec::new();
+    for mut doc in docs {
+        if opts.url.is_some() && is_webhook_server(&doc) {
+            continue;
         }
+        match doc["kind"].as_str().unwrap_or("") {
+            "Deployment" => {
+                if let Some(containers) =
+                    doc["spec"]["template"]["spec"]["containers"].as_array_mut()
+                {
+                    for c in containers
+                        .iter_mut()
+                        .filter(|c| c["image"] == "agentic-webhook")
+                    {
+                        c["image"] = json!(opts.image);
+                    }
+                }
+            }
+            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
+                let path = if doc["kind"] == "MutatingWebhookConfiguration" {
+                    "/mutate"
+                } else {
+                    "/validate"
+                };
+                if let Some(hooks) = doc["webhooks"].as_array_mut() {
+                    for h in hooks {
+                        if !opts.match_conditions
+                            && let Some(o) = h.as_object_mut()
+                        {
+                            o.remove("matchConditions");
+                        }
+                        h["clientConfig"] = client_config(
+                            opts.url.as_deref(),
+                            path,
+                            bundle.as_deref(),
+                            &h["clientConfig"],
+                        );
+                    }
+                }
+            }
+            "CustomResourceDefinition" => {
+                let wh = &mut doc["spec"]["conversion"]["webhook"];
+                wh["clientConfig"] = client_config(
+                    opts.url.as_deref(),
+                    "/convert",
+                    bundle.as_deref(),
+                    &wh["clientConfig"],
+                );
+            }
+            _ => {}
+        }
+        out.push(doc);
     }
     Ok(out)
 }
@@ -192,6 +323,8 @@ pub fn run(args: &ManifestsArgs) -> anyhow::Result<ExitCode> {
         url: args.url.clone(),
         image: args.image.clone(),
         match_conditions: !args.no_match_conditions,
+        watch_namespace: args.watch_namespace.clone(),
+        cluster_wide: args.cluster_wide,
     })?;
     print!("{}", to_yaml_stream(&docs)?);
     Ok(ExitCode::SUCCESS)

@@ -176,6 +176,10 @@ pub struct PolicyArgs {
     /// V5: most repos one session may list.
     #[arg(long, default_value_t = 20, env = "AGENTIC_MAX_REPOS")]
     pub max_repos: usize,
+    /// V26: restarts (desired-phase Running) of a session whose retries
+    /// are exhausted; past them only a controller principal may restart it.
+    #[arg(long, default_value_t = 3, env = "AGENTIC_MAX_RESTARTS")]
+    pub max_restarts: i64,
     /// V7: largest initialPrompt (and legacy prompt), in bytes.
     #[arg(long, default_value_t = 100 * 1024, env = "AGENTIC_MAX_PROMPT_BYTES")]
     pub max_prompt_bytes: usize,
@@ -217,9 +221,16 @@ pub struct PolicyArgs {
 fn rule_id(text: &str) -> Result<Rule, String> {
     match Rule::from_id(text) {
         Some(Rule::Schema) => Err("schema errors cannot be warn-only".to_owned()),
+        // A warning would let anyone write status, the operator's
+        // annotations, someone else's user context or another session.
+        Some(rule) if rule.is_authorization() => Err(format!(
+            "{rule} decides who may write what (V17–V20, V25, V26) and cannot be warn-only: \
+             turning it off hands the status, the runner's credentials and other users' \
+             sessions to anyone who may write a session"
+        )),
         Some(rule) => Ok(rule),
         None => Err(format!(
-            "{text:?} is not a rule id that can deny (V1 to V23 but V12, V13, V16; docs/rules.md)"
+            "{text:?} is not a rule id that can deny (V1 to V26 but V12, V13, V16; docs/rules.md)"
         )),
     }
 }
@@ -230,6 +241,7 @@ impl PolicyArgs {
             limits: Limits {
                 max_repos: self.max_repos,
                 max_prompt_bytes: self.max_prompt_bytes,
+                max_restarts: self.max_restarts,
                 allowed_git_hosts: self
                     .allowed_git_hosts
                     .iter()

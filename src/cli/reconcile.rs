@@ -62,6 +62,29 @@ pub struct ReconcileArgs {
     /// Make no egress NetworkPolicy (the platform ships its own).
     #[arg(long)]
     no_runner_egress_policy: bool,
+    /// Give each namespace with runners the NetworkPolicy
+    /// `agentic-runner-ingress`: only the reconciler's pods (and the
+    /// namespaces --runner-ingress-from-namespace names) may open a runner's
+    /// port. On by default.
+    #[arg(
+        long,
+        overrides_with = "no_runner_ingress_policy",
+        default_value_t = true
+    )]
+    runner_ingress_policy: bool,
+    /// Make no ingress NetworkPolicy.
+    #[arg(long)]
+    no_runner_ingress_policy: bool,
+    /// A namespace whose pods may also reach runners (the ambient-code
+    /// platform's backend, which proxies the runner's AG-UI stream:
+    /// `ambient-code`); repeatable.
+    #[arg(long = "runner-ingress-from-namespace", value_name = "NAMESPACE")]
+    runner_ingress_from: Vec<String>,
+    /// The Secret (in --lease-namespace) holding the key the reconciler
+    /// marks its runner pods and Services with and derives runner tokens
+    /// from; made on first start.
+    #[arg(long, default_value = "agentic-reconciler-key")]
+    key_secret: String,
     /// A network runners may not reach (the cluster's pod and service
     /// CIDRs); repeatable.
     #[arg(long = "runner-egress-deny", value_name = "CIDR", value_parser = clap::value_parser!(ipnet::IpNet))]
@@ -291,6 +314,13 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("agentic-reconciler-{}", std::process::id()));
+    let marker = crate::lifecycle::key::load_or_create(
+        client.clone(),
+        &args.lease_namespace,
+        &args.key_secret,
+    )
+    .await
+    .context("the reconciler's key")?;
     let ctx = Context::new(
         client.clone(),
         runner,
@@ -302,6 +332,7 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
             args.runner_url_template.clone(),
         )),
         metrics,
+        marker,
     )
     .with_reconcile_timeout(args.reconcile_timeout)
     .with_concurrency(args.max_concurrent_reconciles)
@@ -310,6 +341,14 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         ctx
     } else {
         ctx.with_egress_policy(args.runner_egress_deny.clone())
+    };
+    let ctx = if args.no_runner_ingress_policy {
+        ctx
+    } else {
+        ctx.with_ingress_policy(crate::lifecycle::world::IngressSources {
+            reconciler_namespace: args.lease_namespace.clone(),
+            also: args.runner_ingress_from.clone(),
+        })
     };
     if let Some(path) = args.runner_pod_template.clone() {
         tokio::spawn(reload_runner(

@@ -359,6 +359,7 @@ pub fn status_to_hub(
         sdk_session_id,
         sdk_restart_count,
         attempt,
+        restarts,
         conditions,
         message,
         is_error,
@@ -417,6 +418,7 @@ pub fn status_to_hub(
         sdk_session_id,
         sdk_restart_count,
         attempt,
+        restarts,
         conditions,
     }
 }
@@ -434,6 +436,7 @@ pub fn status_from_hub(s: v2::SessionStatus, stash: &mut StatusStash) -> v1::Ses
         sdk_session_id,
         sdk_restart_count,
         attempt,
+        restarts,
         conditions,
     } = s;
     // `Error` comes back only while the session is still `Failed`.
@@ -455,6 +458,7 @@ pub fn status_from_hub(s: v2::SessionStatus, stash: &mut StatusStash) -> v1::Ses
         sdk_session_id,
         sdk_restart_count,
         attempt,
+        restarts,
         conditions,
         message: taken.message,
         is_error: taken.is_error,

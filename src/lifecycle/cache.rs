@@ -15,8 +15,13 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::watcher;
 
+use super::mark::Marker;
 use super::plan::{PodView, pod_name, service_name};
 use super::world;
+
+/// How long a name found taken by someone else's object is believed before
+/// it is tried again (the tenant may have deleted it).
+const FOREIGN_TTL: Duration = Duration::from_secs(30);
 
 /// How long an expectation outlives its write if the cache never shows it
 /// (a watch normally shows it within milliseconds, and one that missed the
@@ -34,11 +39,19 @@ struct Expectations {
     deleted_pods: HashMap<String, Instant>,
     /// Services this controller created, until the cache shows them.
     created_services: HashMap<Key, Instant>,
+    /// Pod and Service names found taken by objects the reconciler did not
+    /// make (a create answered AlreadyExists), for a while.
+    foreign_pods: HashMap<Key, Instant>,
+    foreign_services: HashMap<Key, Instant>,
 }
 
 impl Expectations {
     fn len(&self) -> usize {
-        self.created_pods.len() + self.deleted_pods.len() + self.created_services.len()
+        self.created_pods.len()
+            + self.deleted_pods.len()
+            + self.created_services.len()
+            + self.foreign_pods.len()
+            + self.foreign_services.len()
     }
 }
 
@@ -46,6 +59,8 @@ impl Expectations {
 pub struct Cache {
     pods: Store<Pod>,
     services: Store<Service>,
+    /// Only what carries the reconciler's mark is its own.
+    marker: Marker,
     expected: Mutex<Expectations>,
     /// One reconcile at a time waits on the stores' readiness (see `ready`).
     ready_gate: tokio::sync::Mutex<()>,
@@ -87,7 +102,12 @@ pub struct Seen {
     pub pod: Option<PodView>,
     /// Runner pods of other attempts, not already being deleted.
     pub stale_pods: Vec<String>,
+    /// The session's Service exists and is ours.
     pub service: bool,
+    /// The current attempt's pod name is taken by a pod that is not ours.
+    pub name_taken: bool,
+    /// The Service name is taken by a Service that is not ours.
+    pub foreign_service: bool,
 }
 
 fn controlled_by(pod: &Pod, uid: Option<&str>) -> bool {
@@ -100,13 +120,14 @@ fn controlled_by(pod: &Pod, uid: Option<&str>) -> bool {
 }
 
 impl Cache {
-    pub fn new() -> (Cache, CacheWriters) {
+    pub fn new(marker: Marker) -> (Cache, CacheWriters) {
         let (pods, pod_writer) = reflector::store();
         let (services, service_writer) = reflector::store();
         (
             Cache {
                 pods,
                 services,
+                marker,
                 expected: Mutex::new(Expectations::default()),
                 ready_gate: tokio::sync::Mutex::new(()),
             },
@@ -177,7 +198,10 @@ impl Cache {
     }
 
     /// The session's runner pods (attempts `1..=highest`, read by name) and
-    /// Service, as far as the caches and our expectations say.
+    /// Service, as far as the caches and our expectations say. Only objects
+    /// carrying the reconciler's mark for this session count: a tenant's
+    /// look-alike (labels, owner reference and all) is never taken for a
+    /// runner, its notices' target or something to delete.
     pub fn observe(
         &self,
         ns: &str,
@@ -187,12 +211,17 @@ impl Cache {
         highest: i64,
     ) -> Seen {
         let now = Instant::now();
+        let uid = session_uid.unwrap_or_default();
         let mut seen = Seen::default();
         for k in 1..=highest.max(attempt) {
             let Some((pod, deleted)) = self.pod(ns, &pod_name(session, k), now) else {
                 continue;
             };
-            if !controlled_by(&pod, session_uid) || world::pod_attempt(&pod) != Some(k) {
+            let ours = controlled_by(&pod, session_uid)
+                && world::pod_attempt(&pod) == Some(k)
+                && world::pod_is_ours(&pod, uid, k, &self.marker);
+            if !ours {
+                seen.name_taken |= k == attempt;
                 continue;
             }
             let deleting = deleted || pod.metadata.deletion_timestamp.is_some();
@@ -205,10 +234,13 @@ impl Cache {
             }
         }
         let name = service_name(session);
-        seen.service = self
-            .services
-            .get(&ObjectRef::new(&name).within(ns))
-            .is_some();
+        match self.services.get(&ObjectRef::new(&name).within(ns)) {
+            Some(svc) if world::service_is_ours(&svc, session, uid, &self.marker) => {
+                seen.service = true;
+            }
+            Some(_) => seen.foreign_service = true,
+            None => {}
+        }
         if let Ok(mut expected) = self.expected.lock() {
             let key = (ns.to_owned(), name);
             match expected.created_services.get(&key) {
@@ -221,8 +253,43 @@ impl Cache {
                 }
                 None => {}
             }
+            let fresh =
+                |at: Option<&Instant>| at.is_some_and(|at| now.duration_since(*at) < FOREIGN_TTL);
+            if seen.pod.is_none()
+                && fresh(
+                    expected
+                        .foreign_pods
+                        .get(&(ns.to_owned(), pod_name(session, attempt))),
+                )
+            {
+                seen.name_taken = true;
+            }
+            if !seen.service && fresh(expected.foreign_services.get(&key)) {
+                seen.foreign_service = true;
+            }
         }
         seen
+    }
+
+    /// A create of the pod `name` found it taken by an object that is not ours.
+    pub fn foreign_pod(&self, ns: &str, name: &str) {
+        if let Ok(mut e) = self.expected.lock() {
+            e.foreign_pods
+                .insert((ns.to_owned(), name.to_owned()), Instant::now());
+        }
+    }
+
+    /// A create of the Service `name` found it taken by one that is not ours.
+    pub fn foreign_service(&self, ns: &str, name: &str) {
+        if let Ok(mut e) = self.expected.lock() {
+            e.foreign_services
+                .insert((ns.to_owned(), name.to_owned()), Instant::now());
+        }
+    }
+
+    /// The verifier the driver checks a pod it fetched with.
+    pub fn marker(&self) -> &Marker {
+        &self.marker
     }
 
     /// Drop expectations past their time (whatever they were about is gone
@@ -234,6 +301,10 @@ impl Cache {
             e.created_pods.retain(|_, (_, at)| fresh(at));
             e.deleted_pods.retain(|_, at| fresh(at));
             e.created_services.retain(|_, at| fresh(at));
+            e.foreign_pods
+                .retain(|_, at| now.duration_since(*at) < FOREIGN_TTL);
+            e.foreign_services
+                .retain(|_, at| now.duration_since(*at) < FOREIGN_TTL);
         }
     }
 
@@ -273,19 +344,58 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn marker() -> Marker {
+        Marker::new(&[3; 32])
+    }
+
+    /// A runner pod as the reconciler makes it: marked for `owner`.
     fn pod(name: &str, uid: &str, attempt: i64, owner: &str) -> Pod {
+        let mut p = unmarked(name, uid, attempt, owner);
+        world::mark_pod(&mut p, owner, attempt, &marker());
+        p
+    }
+
+    /// The same labels and owner reference, no mark: a tenant's look-alike.
+    fn unmarked(name: &str, uid: &str, attempt: i64, owner: &str) -> Pod {
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": "ns", "uid": uid,
-                         "labels": {"vteam.ambient-code/attempt": attempt.to_string()},
+                         "labels": {"vteam.ambient-code/attempt": attempt.to_string(),
+                                    "app.kubernetes.io/managed-by": "agentic-webhook"},
                          "ownerReferences": [{"apiVersion": "v", "kind": "AgenticSession", "name": "s1",
                                               "uid": owner, "controller": true}]},
         }))
         .expect("the expected shape")
     }
 
+    #[test]
+    fn a_look_alike_pod_is_never_the_runner_and_holds_its_name() {
+        let (cache, mut w) = Cache::new(marker());
+        let mut copied = unmarked("s1-runner-2", "p2", 2, "u1");
+        // A mark copied from the real attempt-1 pod does not fit attempt 2.
+        let real = pod("s1-runner-1", "p1", 1, "u1");
+        copied.metadata.annotations = real.metadata.annotations.clone();
+        w.seed(
+            vec![real, copied, unmarked("s1-runner-3", "p3", 3, "u1")],
+            vec![],
+        );
+        let seen = cache.observe("ns", "s1", Some("u1"), 2, 3);
+        assert!(seen.pod.is_none());
+        assert!(seen.name_taken);
+        // Look-alikes are never deleted as stale either; the real one is.
+        assert_eq!(seen.stale_pods, ["s1-runner-1"]);
+        // A create that found a pod without our labels says the same.
+        let (cache, mut w) = Cache::new(marker());
+        w.seed(vec![], vec![]);
+        cache.foreign_pod("ns", "s1-runner-1");
+        assert!(cache.observe("ns", "s1", Some("u1"), 1, 3).name_taken);
+        cache.foreign_service("ns", "session-s1");
+        let seen = cache.observe("ns", "s1", Some("u1"), 1, 3);
+        assert!(seen.foreign_service && !seen.service);
+    }
+
     #[tokio::test]
     async fn every_reconcile_waiting_for_the_caches_is_released() {
-        let (cache, mut w) = Cache::new();
+        let (cache, mut w) = Cache::new(marker());
         let cache = Arc::new(cache);
         let waiters: Vec<_> = (0..8)
             .map(|_| {
@@ -306,7 +416,7 @@ mod tests {
 
     #[test]
     fn the_cache_is_read_by_name_and_only_owned_pods_count() {
-        let (cache, mut w) = Cache::new();
+        let (cache, mut w) = Cache::new(marker());
         w.seed(
             vec![
                 pod("s1-runner-1", "p1", 1, "u1"),
@@ -323,7 +433,7 @@ mod tests {
 
     #[test]
     fn a_pod_just_created_counts_until_the_cache_shows_it() {
-        let (cache, mut w) = Cache::new();
+        let (cache, mut w) = Cache::new(marker());
         w.seed(vec![], vec![]);
         cache.created_pod(pod("s1-runner-1", "p1", 1, "u1"));
         cache.created_service("ns", "session-s1");
@@ -344,7 +454,7 @@ mod tests {
 
     #[test]
     fn a_pod_just_deleted_reads_as_deleting_not_as_stale_or_current() {
-        let (cache, mut w) = Cache::new();
+        let (cache, mut w) = Cache::new(marker());
         w.seed(
             vec![
                 pod("s1-runner-1", "p1", 1, "u1"),

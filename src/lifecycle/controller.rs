@@ -37,10 +37,11 @@ use crate::telemetry::ResultLabel;
 
 use super::cache::{Cache, CacheWriters};
 use super::events;
+use super::mark::Marker;
 use super::memory::{Memory, owned_status};
 use super::notice::{NoticeBody, RunnerNotifier, RunnerRef};
 use super::plan::{self, Action, Desired, Observed, PlanConfig, SessionView, service_name};
-use super::world::{self, LABEL_MANAGED_BY, MANAGED_BY, RunnerConfig};
+use super::world::{self, IngressSources, LABEL_MANAGED_BY, MANAGED_BY, RunnerConfig};
 
 pub const FIELD_MANAGER: &str = "agentic-reconciler";
 const CONFLICT_RETRIES: usize = 3;
@@ -93,9 +94,12 @@ pub struct Context {
     /// Networks runners may not reach besides the metadata addresses; None:
     /// no egress NetworkPolicy is made.
     egress_denied: Option<Vec<ipnet::IpNet>>,
-    /// Namespaces whose egress NetworkPolicy exists (held across the create,
-    /// so concurrent reconciles in a new namespace make one request).
-    egress_done: tokio::sync::Mutex<HashSet<String>>,
+    /// Who may open a runner's port; None: no ingress NetworkPolicy is made.
+    ingress: Option<IngressSources>,
+    /// Namespaces whose runner NetworkPolicies this controller keeps
+    /// (held across the first apply, so concurrent reconciles in a new
+    /// namespace make one request; restored on every change after).
+    policies_done: tokio::sync::Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -105,8 +109,9 @@ impl Context {
         plan: PlanConfig,
         notifier: Arc<dyn RunnerNotifier>,
         metrics: Arc<Metrics>,
+        marker: Marker,
     ) -> Arc<Self> {
-        let (cache, writers) = Cache::new();
+        let (cache, writers) = Cache::new(marker);
         Arc::new(Context {
             recorder: events::recorder(client.clone(), FIELD_MANAGER, None),
             client,
@@ -122,7 +127,8 @@ impl Context {
             memory: Memory::default(),
             failures: Mutex::new(HashMap::new()),
             egress_denied: None,
-            egress_done: tokio::sync::Mutex::new(HashSet::new()),
+            ingress: None,
+            policies_done: tokio::sync::Mutex::new(HashSet::new()),
         })
     }
 
@@ -130,6 +136,12 @@ impl Context {
     /// ([`world::runner_egress_policy`]), denying `denied` besides metadata.
     pub fn with_egress_policy(self: Arc<Self>, denied: Vec<ipnet::IpNet>) -> Arc<Self> {
         self.edit(|ctx| ctx.egress_denied = Some(denied))
+    }
+
+    /// Give each namespace with runners the ingress NetworkPolicy
+    /// ([`world::runner_ingress_policy`]).
+    pub fn with_ingress_policy(self: Arc<Self>, from: IngressSources) -> Arc<Self> {
+        self.edit(|ctx| ctx.ingress = Some(from))
     }
 
     pub fn with_clock(self: Arc<Self>, clock: fn() -> Timestamp) -> Arc<Self> {
@@ -301,6 +313,8 @@ fn observe(session: &AgenticSession, ctx: &Context) -> Result<Observed, Error> {
         pod: seen.pod,
         stale_pods: seen.stale_pods,
         service: seen.service,
+        name_taken: seen.name_taken,
+        foreign_service: seen.foreign_service,
         ..Observed::default()
     };
     let runner = observed.pod.as_ref().map(|p| p.uid.clone());
@@ -309,45 +323,71 @@ fn observe(session: &AgenticSession, ctx: &Context) -> Result<Observed, Error> {
     Ok(observed)
 }
 
+/// What an action found.
+enum Acted {
+    Done,
+    /// The name was taken by an object the reconciler did not make.
+    Taken,
+}
+
 async fn act(
     action: &Action,
     session: &AgenticSession,
     ctx: &Context,
     pods: &Api<Pod>,
     services: &Api<Service>,
-) -> Result<(), Error> {
+) -> Result<Acted, Error> {
     let ns = session.namespace().unwrap_or_default();
     let name = session.name_any();
+    let uid = session.metadata.uid.clone().unwrap_or_default();
+    let marker = ctx.cache.marker();
     match action {
         Action::CreateService => {
-            match services
-                .create(&PostParams::default(), &world::runner_service(session))
-                .await
-            {
+            let mut svc = world::runner_service(session);
+            world::mark_service(&mut svc, &uid, marker);
+            let svc_name = service_name(&name);
+            match services.create(&PostParams::default(), &svc).await {
                 Ok(_) => {}
-                Err(e)
-                    if crate::apiclient::is_api_status(
-                        &e,
-                        kube::core::Status::is_already_exists,
-                    ) => {}
+                Err(e) if is(&e, kube::core::Status::is_already_exists) => {
+                    // Ours from an earlier reconcile, or someone else's: look.
+                    let found = services.get_opt(&svc_name).await?;
+                    if !found.is_some_and(|s| world::service_is_ours(&s, &name, &uid, marker)) {
+                        tracing::warn!(session = %name, namespace = %ns, service = %svc_name, "service name taken by an object the reconciler did not make");
+                        ctx.cache.foreign_service(&ns, &svc_name);
+                        return Ok(Acted::Taken);
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
-            ctx.cache.created_service(&ns, &service_name(&name));
+            ctx.cache.created_service(&ns, &svc_name);
         }
-        Action::CreatePod { attempt, .. } => {
-            ensure_egress_policy(ctx, &ns).await?;
-            let pod = world::runner_pod(session, *attempt, &ctx.runner.load());
+        Action::CreatePod {
+            attempt,
+            name: pod_name,
+        } => {
+            ensure_policies(ctx, &ns).await?;
+            ensure_token(ctx, session, *attempt).await?;
+            let mut pod = world::runner_pod(session, *attempt, &ctx.runner.load());
+            world::mark_pod(&mut pod, &uid, *attempt, marker);
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(created) => {
                     tracing::info!(session = %name, namespace = %ns, attempt, "runner pod created");
                     ctx.cache.created_pod(created);
                 }
-                // Created by an earlier reconcile the cache has not shown.
-                Err(e)
-                    if crate::apiclient::is_api_status(
-                        &e,
-                        kube::core::Status::is_already_exists,
-                    ) => {}
+                // Created by an earlier reconcile the cache has not shown,
+                // or a squatter: look before believing either.
+                Err(e) if is(&e, kube::core::Status::is_already_exists) => {
+                    match pods.get_opt(pod_name).await? {
+                        Some(found) if world::pod_is_ours(&found, &uid, *attempt, marker) => {
+                            ctx.cache.created_pod(found);
+                        }
+                        _ => {
+                            tracing::warn!(session = %name, namespace = %ns, pod = %pod_name, "runner pod name taken by a pod the reconciler did not make");
+                            ctx.cache.foreign_pod(&ns, pod_name);
+                            return Ok(Acted::Taken);
+                        }
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -356,42 +396,144 @@ async fn act(
                 Ok(_) => {
                     tracing::info!(session = %name, namespace = %ns, pod = %pod, "runner pod deleted")
                 }
-                Err(e) if crate::apiclient::is_api_status(&e, kube::core::Status::is_not_found) => {
-                }
+                Err(e) if is(&e, kube::core::Status::is_not_found) => {}
                 Err(e) => return Err(e.into()),
             }
             ctx.cache.deleted_pod(&ns, pod);
         }
         Action::NotifyWorkflow(_) | Action::NotifyRepos(_) | Action::ClearDesiredPhase => {}
     }
+    Ok(Acted::Done)
+}
+
+/// How often one reconcile plans again after finding a name taken.
+const TAKEN_REPLANS: usize = 2;
+
+fn is(e: &kube::Error, f: fn(&kube::core::Status) -> bool) -> bool {
+    crate::apiclient::is_api_status(e, f)
+}
+
+/// The runner's token Secret for `attempt`, before its pod: made fresh
+/// (a Secret of that name the reconciler cannot vouch for is replaced, so
+/// a pre-made one never decides the runner's token).
+async fn ensure_token(ctx: &Context, session: &AgenticSession, attempt: i64) -> Result<(), Error> {
+    let ns = session.namespace().unwrap_or_default();
+    let uid = session.metadata.uid.clone().unwrap_or_default();
+    let token = ctx.cache.marker().token(&uid, attempt);
+    let secret = world::runner_token_secret(session, &token);
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = world::token_secret_name(&session.name_any());
+    for _ in 0..3 {
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is(&e, kube::core::Status::is_already_exists) => {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(e) if is(&e, kube::core::Status::is_not_found) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Missing(
+        "a token Secret of its own (another writer keeps making it)",
+    ))
+}
+
+/// The runner NetworkPolicies this controller keeps in `ns`: the egress
+/// policy (metadata and the denied networks) and the ingress policy (the
+/// runner port from the reconciler only).
+fn desired_policies(ctx: &Context, ns: &str) -> Vec<NetworkPolicy> {
+    let mut out = Vec::new();
+    if let Some(denied) = &ctx.egress_denied {
+        out.push(world::runner_egress_policy(ns, denied));
+    }
+    if let Some(from) = &ctx.ingress {
+        out.push(world::runner_ingress_policy(ns, from));
+    }
+    out
+}
+
+/// Server-side apply of the desired policies, forced: an edited one is
+/// restored, a deleted one re-created.
+async fn apply_policies(ctx: &Context, ns: &str) -> Result<(), Error> {
+    let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
+    for policy in desired_policies(ctx, ns) {
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        let mut body = serde_json::to_value(&policy)?;
+        body["apiVersion"] = json!("networking.k8s.io/v1");
+        body["kind"] = json!("NetworkPolicy");
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    }
     Ok(())
 }
 
-/// Create the namespace's egress NetworkPolicy once, before its first runner
-/// (one request per namespace; an existing one, maybe edited by the platform
-/// team, is left as it is).
-async fn ensure_egress_policy(ctx: &Context, ns: &str) -> Result<(), Error> {
-    let Some(denied) = &ctx.egress_denied else {
+/// The namespace's runner policies, before its first runner (one apply per
+/// namespace; kept after by [`keep_policies`]).
+async fn ensure_policies(ctx: &Context, ns: &str) -> Result<(), Error> {
+    if ctx.egress_denied.is_none() && ctx.ingress.is_none() {
         return Ok(());
-    };
-    let mut done = ctx.egress_done.lock().await;
+    }
+    let mut done = ctx.policies_done.lock().await;
     if done.contains(ns) {
         return Ok(());
     }
-    let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
-    match api
-        .create(
-            &PostParams::default(),
-            &world::runner_egress_policy(ns, denied),
-        )
-        .await
-    {
-        Ok(_) => tracing::info!(namespace = %ns, "runner egress NetworkPolicy created"),
-        Err(e) if crate::apiclient::is_api_status(&e, kube::core::Status::is_already_exists) => {}
-        Err(e) => return Err(e.into()),
-    }
+    apply_policies(ctx, ns).await?;
+    tracing::info!(namespace = %ns, "runner NetworkPolicies applied");
     done.insert(ns.to_owned());
     Ok(())
+}
+
+/// Keep the runner policies of every namespace that has them as this
+/// controller made them: any change or deletion (seen by the watch) is
+/// answered with the desired policies again, without a restart.
+async fn keep_policies(ctx: Arc<Context>, namespace: Option<String>) {
+    if ctx.egress_denied.is_none() && ctx.ingress.is_none() {
+        return;
+    }
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let stream = watcher(
+        apis::<NetworkPolicy>(&ctx.client, namespace.as_deref()),
+        owned,
+    )
+    .default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        let (policy, deleted) = match event {
+            Ok(watcher::Event::Delete(p)) => (p, true),
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => (p, false),
+            _ => continue,
+        };
+        let Some(ns) = policy.namespace() else {
+            continue;
+        };
+        let kept = ctx.policies_done.lock().await.contains(&ns);
+        let as_desired = !deleted
+            && desired_policies(&ctx, &ns)
+                .iter()
+                .any(|d| d.metadata.name == policy.metadata.name && d.spec == policy.spec);
+        if kept && !as_desired {
+            match apply_policies(&ctx, &ns).await {
+                Ok(()) => tracing::warn!(
+                    namespace = %ns,
+                    policy = ?policy.metadata.name,
+                    deleted,
+                    "runner NetworkPolicy changed or deleted; restored"
+                ),
+                Err(e) => tracing::warn!(
+                    namespace = %ns,
+                    error = %e,
+                    "restoring the runner NetworkPolicies failed"
+                ),
+            }
+        }
+    }
 }
 
 async fn reconcile_once(cached: &AgenticSession, ctx: &Context) -> Result<Requeue, Error> {
@@ -408,8 +550,9 @@ async fn reconcile_once(cached: &AgenticSession, ctx: &Context) -> Result<Requeu
     let session = &session;
     let desired_text = session.annotations().get(DESIRED_PHASE).cloned();
     let observed = observe(session, ctx)?;
-    // Notices planned now go to this pod; their answers are bound to it.
+    // Notices planned now go to this pod (its IP); their answers are bound to it.
     let runner_uid = observed.pod.as_ref().map(|p| p.uid.clone());
+    let runner_ip = observed.pod.as_ref().and_then(|p| p.ip.clone());
     let now = (ctx.clock)();
     let view = SessionView {
         name: &name,
@@ -424,12 +567,35 @@ async fn reconcile_once(cached: &AgenticSession, ctx: &Context) -> Result<Requeu
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let mut notices = Vec::new();
     let mut clear_desired = false;
-    for action in &planned.actions {
-        match action {
-            Action::NotifyWorkflow(w) => notices.push(NoticeBody::Workflow(w.clone())),
-            Action::NotifyRepos(r) => notices.push(NoticeBody::Repos { repos: r.clone() }),
-            Action::ClearDesiredPhase => clear_desired = true,
-            other => act(other, session, ctx, &pods, &services).await?,
+    // A name we meant to use may turn out to be someone else's: plan again
+    // with that known and act on the new plan. Each such finding is a new
+    // fact (a foreign Service, a foreign pod), so this ends; the last plan
+    // that still meets one is kept for its status only.
+    for round in 0..=TAKEN_REPLANS {
+        let mut taken = false;
+        notices.clear();
+        clear_desired = false;
+        for action in &planned.actions {
+            match action {
+                Action::NotifyWorkflow(w) => notices.push(NoticeBody::Workflow(w.clone())),
+                Action::NotifyRepos(r) => notices.push(NoticeBody::Repos { repos: r.clone() }),
+                Action::ClearDesiredPhase => clear_desired = true,
+                other => {
+                    if let Acted::Taken = act(other, session, ctx, &pods, &services).await? {
+                        taken = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if !taken {
+            break;
+        }
+        let observed = observe(session, ctx)?;
+        planned = plan::plan(&view, &observed, now, &ctx.plan);
+        if round == TAKEN_REPLANS {
+            notices.clear();
+            clear_desired = false;
         }
     }
 
@@ -439,10 +605,17 @@ async fn reconcile_once(cached: &AgenticSession, ctx: &Context) -> Result<Requeu
         .any(|n| matches!(n, NoticeBody::Repos { .. }));
     if let (false, Some(runner_uid)) = (notices.is_empty(), runner_uid) {
         for body in notices {
+            let attempt = current_attempt(session);
+            let token = ctx
+                .cache
+                .marker()
+                .token(session.metadata.uid.as_deref().unwrap_or_default(), attempt);
             let runner = RunnerRef {
                 namespace: &ns,
                 session: &name,
-                attempt: current_attempt(session),
+                attempt,
+                pod_ip: runner_ip.as_deref(),
+                token: &token,
             };
             let result = ctx.notifier.notify(runner, body.clone()).await;
             if let Err(e) = &result {
@@ -623,6 +796,7 @@ pub async fn run_controller(
         .with_config(controller::Config::default().concurrency(ctx.concurrency))
         .graceful_shutdown_on(stop);
     let store = controller.store();
+    let keeper = tokio::spawn(keep_policies(ctx.clone(), namespace.clone()));
     let housekeeping = ctx.clone();
     let exporter = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -651,4 +825,5 @@ pub async fn run_controller(
         })
         .await;
     exporter.abort();
+    keeper.abort();
 }

@@ -7,6 +7,8 @@
 pub mod cache;
 pub mod controller;
 pub(crate) mod events;
+pub(crate) mod key;
+pub mod mark;
 pub(crate) mod memory;
 pub mod metrics;
 pub mod notice;

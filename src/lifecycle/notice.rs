@@ -1,8 +1,11 @@
 //! Telling a running runner about spec changes: `POST <runner>/workflow`
 //! (and `/repos`), where `<runner>` comes from a URL template (default
-//! `http://{service}.{namespace}.svc:{port}`), behind a trait so tests can
+//! `http://{podIP}:{port}`: the runner pod the reconciler made and
+//! verified, never a name a tenant's Service could redirect), with the
+//! runner's token in `X-Ambient-Session-Token`; behind a trait so tests can
 //! inject failures. Errors are returned, never swallowed: the planner
-//! records them as `UpdateFailed` and retries with backoff.
+//! records them as `UpdateFailed` and retries with backoff. What a runner
+//! answers is never copied anywhere: only the HTTP status is reported.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +21,7 @@ use serde::Serialize;
 use crate::api::status::{ReconciledRepo, ReconciledWorkflow};
 
 use super::plan::service_name;
-use super::world::RUNNER_PORT;
+use super::world::{RUNNER_PORT, TOKEN_HEADER};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -44,13 +47,17 @@ pub struct RunnerRef<'a> {
     pub namespace: &'a str,
     pub session: &'a str,
     pub attempt: i64,
+    /// The verified runner pod's IP.
+    pub pod_ip: Option<&'a str>,
+    /// The attempt's token (see `mark::Marker::token`).
+    pub token: &'a str,
 }
 
 pub trait RunnerNotifier: Send + Sync + 'static {
     fn notify(&self, runner: RunnerRef<'_>, body: NoticeBody) -> NoticeFuture;
 }
 
-pub const DEFAULT_RUNNER_URL_TEMPLATE: &str = "http://{service}.{namespace}.svc:{port}";
+pub const DEFAULT_RUNNER_URL_TEMPLATE: &str = "http://{podIP}:{port}";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Piece {
@@ -60,11 +67,14 @@ enum Piece {
     Namespace,
     Port,
     Attempt,
+    PodIp,
 }
 
-/// Where a session's runner answers: a URL with placeholders `{session}`,
-/// `{service}` (`session-<name>`), `{namespace}`, `{port}` (8001) and
-/// `{attempt}`, checked once at start.
+/// Where a session's runner answers: a URL with placeholders `{podIP}`,
+/// `{session}`, `{service}` (`session-<name>`), `{namespace}`, `{port}`
+/// (8001) and `{attempt}`, checked once at start: the host is `{podIP}`, an
+/// IP literal, or a name under `.svc` (whole labels from the placeholders,
+/// which hold DNS labels only), so no session name can move it off-cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunnerUrlTemplate {
     pieces: Vec<Piece>,
@@ -98,9 +108,10 @@ impl std::str::FromStr for RunnerUrlTemplate {
                 "namespace" => Piece::Namespace,
                 "port" => Piece::Port,
                 "attempt" => Piece::Attempt,
+                "podIP" => Piece::PodIp,
                 other => {
                     return Err(format!(
-                        "{text:?}: unknown placeholder {{{other}}} (known: {{session}}, \
+                        "{text:?}: unknown placeholder {{{other}}} (known: {{podIP}}, {{session}}, \
                          {{service}}, {{namespace}}, {{port}}, {{attempt}})"
                     ));
                 }
@@ -110,7 +121,9 @@ impl std::str::FromStr for RunnerUrlTemplate {
         if !rest.is_empty() {
             pieces.push(Piece::Text(rest.to_owned()));
         }
-        Ok(RunnerUrlTemplate { pieces })
+        let template = RunnerUrlTemplate { pieces };
+        template.check_host(text)?;
+        Ok(template)
     }
 }
 
@@ -122,9 +135,72 @@ impl Default for RunnerUrlTemplate {
     }
 }
 
+/// What a placeholder may stand for in a host: the rendered text of each
+/// sample, to check the template's host shape once, at start.
+fn sample(p: &Piece) -> &'static str {
+    match p {
+        Piece::Text(_) => "",
+        Piece::Session | Piece::Service | Piece::Namespace => "label",
+        Piece::Port => "8001",
+        Piece::Attempt => "1",
+        Piece::PodIp => "10.0.0.1",
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 impl RunnerUrlTemplate {
-    /// The runner's base URL (no trailing slash).
-    pub fn render(&self, runner: RunnerRef<'_>) -> String {
+    /// The host is the pod's IP, an IP literal, or a cluster Service name.
+    /// Checked on the template rendered with sample values: placeholders
+    /// hold DNS labels at render time, so the shape cannot change later.
+    fn check_host(&self, text: &str) -> Result<(), String> {
+        let rendered: String = self
+            .pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.as_str(),
+                other => sample(other),
+            })
+            .collect();
+        let after = rendered.strip_prefix("http://").unwrap_or(&rendered);
+        let host = &after[..after.find([':', '/', '?']).unwrap_or(after.len())];
+        let bad = |why: &str| Err(format!("{text:?}: {why}"));
+        if self.pieces.contains(&Piece::PodIp) {
+            return if host == sample(&Piece::PodIp) {
+                Ok(())
+            } else {
+                bad("{podIP} must be the whole host")
+            };
+        }
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            return Ok(());
+        }
+        let name = host.trim_end_matches('.');
+        let in_cluster = name.ends_with(".svc") || name.contains(".svc.");
+        if in_cluster && name.split('.').all(is_dns_label) {
+            return Ok(());
+        }
+        bad(
+            "the host must be {podIP}, an IP address, or a cluster Service name (…{namespace}.svc or …svc.<cluster-domain>)",
+        )
+    }
+
+    /// The runner's base URL (no trailing slash), or why there is none: a
+    /// pod without an IP yet, or a name that is not a DNS label (the
+    /// webhook refuses those, V24; this holds without it).
+    pub fn render(&self, runner: RunnerRef<'_>) -> Result<String, String> {
+        for (what, value) in [("session", runner.session), ("namespace", runner.namespace)] {
+            if !is_dns_label(value) {
+                return Err(format!("the {what} name {value:?} is not a DNS label"));
+            }
+        }
         let mut out = String::new();
         for p in &self.pieces {
             match p {
@@ -134,11 +210,24 @@ impl RunnerUrlTemplate {
                 Piece::Namespace => out.push_str(runner.namespace),
                 Piece::Port => out.push_str(&RUNNER_PORT.to_string()),
                 Piece::Attempt => out.push_str(&runner.attempt.to_string()),
+                Piece::PodIp => {
+                    let ip = runner
+                        .pod_ip
+                        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+                        .ok_or("the runner pod has no IP yet")?;
+                    if ip.contains(':') {
+                        out.push('[');
+                        out.push_str(ip);
+                        out.push(']');
+                    } else {
+                        out.push_str(ip);
+                    }
+                }
             }
         }
         let trimmed = out.trim_end_matches('/').len();
         out.truncate(trimmed);
-        out
+        Ok(out)
     }
 }
 
@@ -161,17 +250,19 @@ impl HttpNotifier {
         }
     }
 
-    pub fn url(&self, runner: RunnerRef<'_>, path: &str) -> String {
-        format!("{}{path}", self.template.render(runner))
+    pub fn url(&self, runner: RunnerRef<'_>, path: &str) -> Result<String, String> {
+        Ok(format!("{}{path}", self.template.render(runner)?))
     }
 }
 
 impl RunnerNotifier for HttpNotifier {
     fn notify(&self, runner: RunnerRef<'_>, body: NoticeBody) -> NoticeFuture {
         let url = self.url(runner, body.path());
+        let token = runner.token.to_owned();
         let client = self.client.clone();
         let timeout = self.timeout;
         Box::pin(async move {
+            let url = url?;
             let payload = match &body {
                 NoticeBody::Workflow(w) => serde_json::to_vec(w),
                 NoticeBody::Repos { .. } => serde_json::to_vec(&body),
@@ -179,6 +270,7 @@ impl RunnerNotifier for HttpNotifier {
             .map_err(|e| e.to_string())?;
             let req = http::Request::post(&url)
                 .header(http::header::CONTENT_TYPE, "application/json")
+                .header(TOKEN_HEADER, token)
                 .body(Full::new(Bytes::from(payload)))
                 .map_err(|e| e.to_string())?;
             let resp = tokio::time::timeout(timeout, client.request(req))
@@ -186,20 +278,14 @@ impl RunnerNotifier for HttpNotifier {
                 .map_err(|_| format!("POST {url}: no answer within {timeout:?}"))?
                 .map_err(|e| format!("POST {url}: {e}"))?;
             let status = resp.status();
+            // The body is drained, never read into a message: what a
+            // runner (or whatever answers) says must not reach the
+            // session's status or Events.
+            let _ = resp.into_body().collect().await;
             if status.is_success() {
                 return Ok(());
             }
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let text = String::from_utf8_lossy(&body);
-            Err(format!(
-                "POST {url}: {status}: {}",
-                text.chars().take(200).collect::<String>()
-            ))
+            Err(format!("POST {url}: the runner answered {status}"))
         })
     }
 }
@@ -215,6 +301,8 @@ mod tests {
         namespace: "team-a",
         session: "s1",
         attempt: 2,
+        pod_ip: Some("10.244.1.7"),
+        token: "t0k3n",
     };
 
     fn template(t: &str) -> RunnerUrlTemplate {
@@ -222,23 +310,47 @@ mod tests {
     }
 
     #[test]
-    fn notices_go_to_the_session_service_by_default() {
+    fn notices_go_to_the_verified_runner_pod_by_default() {
         let n = HttpNotifier::new(Duration::from_secs(1), RunnerUrlTemplate::default());
         assert_eq!(
-            n.url(S1, "/workflow"),
-            "http://session-s1.team-a.svc:8001/workflow"
+            n.url(S1, "/workflow").as_deref(),
+            Ok("http://10.244.1.7:8001/workflow")
         );
+        let v6 = RunnerRef {
+            pod_ip: Some("fd00:10::7"),
+            ..S1
+        };
+        assert_eq!(n.url(v6, "/x").as_deref(), Ok("http://[fd00:10::7]:8001/x"));
+        // No IP yet, or something that is not one: nowhere to send it.
+        for ip in [None, Some("evil.example.com"), Some("")] {
+            let r = RunnerRef { pod_ip: ip, ..S1 };
+            assert!(n.url(r, "/workflow").is_err(), "{ip:?}");
+        }
     }
 
     #[test]
-    fn the_runner_address_is_a_template() {
+    fn the_runner_address_is_a_template_whose_host_stays_in_the_cluster() {
         assert_eq!(
-            template("http://127.0.0.1:9000/{namespace}/{session}/{attempt}/").render(S1),
-            "http://127.0.0.1:9000/team-a/s1/2"
+            template("http://127.0.0.1:9000/{namespace}/{session}/{attempt}/")
+                .render(S1)
+                .as_deref(),
+            Ok("http://127.0.0.1:9000/team-a/s1/2")
         );
         assert_eq!(
-            template("http://{service}.{namespace}.svc.cluster.example:{port}").render(S1),
-            "http://session-s1.team-a.svc.cluster.example:8001"
+            template("http://{service}.{namespace}.svc.cluster.example:{port}")
+                .render(S1)
+                .as_deref(),
+            Ok("http://session-s1.team-a.svc.cluster.example:8001")
+        );
+        // A name that is not a DNS label is never rendered into a host.
+        let dotted = RunnerRef {
+            session: "s1.evil.example.com",
+            ..S1
+        };
+        assert!(
+            template("http://{session}.{namespace}.svc:{port}")
+                .render(dotted)
+                .is_err()
         );
         for (bad, why) in [
             (
@@ -253,6 +365,18 @@ mod tests {
             ),
             ("http://{service", "unclosed '{'"),
             ("http://service}", "unbalanced '}'"),
+            (
+                "http://{service}.{namespace}:{port}",
+                "cluster Service name",
+            ),
+            (
+                "http://{session}.example.com:{port}",
+                "cluster Service name",
+            ),
+            (
+                "http://runner-{podIP}:{port}",
+                "{podIP} must be the whole host",
+            ),
         ] {
             match bad.parse::<RunnerUrlTemplate>() {
                 Err(e) => assert!(e.contains(why), "{bad}: {e}"),
@@ -266,8 +390,13 @@ mod tests {
         let app = Router::new()
             .route(
                 "/workflow",
-                post(|body: String| async move {
-                    if body.contains("gitUrl") {
+                post(|headers: axum::http::HeaderMap, body: String| async move {
+                    if headers
+                        .get("x-ambient-session-token")
+                        .is_none_or(|t| t != "t0k3n")
+                    {
+                        StatusCode::UNAUTHORIZED
+                    } else if body.contains("gitUrl") {
                         StatusCode::OK
                     } else {
                         StatusCode::BAD_REQUEST
@@ -298,10 +427,17 @@ mod tests {
         });
         assert_eq!(n.notify(S1, NoticeBody::Workflow(wf)).await, Ok(()));
         let err = n.notify(S1, NoticeBody::Repos { repos: vec![] }).await;
+        // The status only: what the runner said is never repeated.
         assert!(
-            matches!(&err, Err(e) if e.contains("503") && e.contains("runner busy")),
+            matches!(&err, Err(e) if e.contains("503") && !e.contains("runner busy")),
             "{err:?}"
         );
+        let wrong = RunnerRef {
+            token: "other",
+            ..S1
+        };
+        let err = n.notify(wrong, NoticeBody::Workflow(None)).await;
+        assert!(matches!(&err, Err(e) if e.contains("401")), "{err:?}");
         let gone = HttpNotifier::new(Duration::from_millis(300), template("http://127.0.0.1:9"));
         assert!(gone.notify(S1, NoticeBody::Workflow(None)).await.is_err());
     }

@@ -104,6 +104,9 @@ pub struct PodView {
     /// `metadata.uid`: names repeat (a restart reuses attempt 1), uids do
     /// not, so this is what a notice is bound to.
     pub uid: String,
+    /// `status.podIP`, where notices go (never a Service a tenant could
+    /// point elsewhere).
+    pub ip: Option<String>,
     pub phase: PodPhase,
     /// `status.reason` of the pod (`Evicted`, ...).
     pub reason: Option<String>,
@@ -136,7 +139,13 @@ pub struct Observed {
     pub pod: Option<PodView>,
     /// Runner pods of other attempts still present.
     pub stale_pods: Vec<String>,
+    /// The session's Service exists and carries the reconciler's mark.
     pub service: bool,
+    /// The current attempt's pod name is taken by a pod the reconciler did
+    /// not make: it is neither adopted nor overwritten.
+    pub name_taken: bool,
+    /// The Service name is taken by a Service the reconciler did not make.
+    pub foreign_service: bool,
     /// The last notices sent, whichever runner they went to (the planner
     /// uses only those sent to the current pod).
     pub workflow_notice: Option<Notice<Option<ReconciledWorkflow>>>,
@@ -349,6 +358,14 @@ impl Planner<'_> {
         }
     }
 
+    fn cond_reason(&self, type_: &str) -> Option<&str> {
+        self.st
+            .conditions
+            .as_deref()
+            .and_then(|c| c.iter().find(|c| c.type_ == type_))
+            .and_then(|c| c.reason.as_deref())
+    }
+
     fn cond_status(&self, type_: &str) -> Option<&ConditionStatus> {
         self.st
             .conditions
@@ -439,10 +456,43 @@ impl Planner<'_> {
         }
         // Asked to run, and running is what Pending leads to: acted on.
         self.clear_desired();
-        if !self.obs.service {
+        if self.obs.foreign_service {
+            self.happened(
+                true,
+                "ServiceNameTaken",
+                "CreateService",
+                format!(
+                    "Service {} exists and was not made by the reconciler; it is left alone and never used",
+                    service_name(self.s.name)
+                ),
+            );
+        } else if !self.obs.service {
             self.actions.push(Action::CreateService);
         }
         let name = self.pod_name();
+        if self.obs.name_taken {
+            // Someone else's pod holds the runner's name: neither adopted
+            // (it would get notices and count as the runner) nor a failed
+            // attempt (that would burn the retries); wait for it to go.
+            if self.cond_reason(POD_CREATED) != Some("NameTaken") {
+                self.happened(
+                    true,
+                    "PodNameTaken",
+                    "CreatePod",
+                    format!(
+                        "pod {name} exists and was not made by the reconciler; delete it to start the runner"
+                    ),
+                );
+            }
+            self.cond(
+                POD_CREATED,
+                ConditionStatus::False,
+                "NameTaken",
+                format!("pod {name} exists and was not made by the reconciler; delete it to start the runner"),
+            );
+            self.requeue_in(Duration::from_secs(30));
+            return;
+        }
         match &self.obs.pod {
             Some(pod) if pod.deleting => {
                 // The name is taken by a pod still terminating.
@@ -994,6 +1044,11 @@ impl Planner<'_> {
             "Restart",
             "restarted by desired-phase Running: attempt 1 on a new runner pod".to_owned(),
         );
+        // Restarts after the retries ran out are counted: the webhook lets
+        // tenants make `--max-restarts` of them (V26).
+        if self.cond_status(RETRIES_EXHAUSTED) == Some(&ConditionStatus::True) {
+            self.st.restarts = Some(self.st.restarts.unwrap_or(0) + 1);
+        }
         self.st.phase = Some(Phase::Pending);
         self.st.attempt = Some(1);
         self.st.start_time = None;

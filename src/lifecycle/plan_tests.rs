@@ -60,6 +60,7 @@ fn pod(attempt: i64, runner: RunnerState, phase: PodPhase) -> PodView {
     PodView {
         name: pod_name("s1", attempt),
         uid: runner_uid(attempt),
+        ip: Some("10.244.0.9".into()),
         phase,
         reason: None,
         deleting: false,
@@ -632,6 +633,96 @@ fn desired_running_restarts_a_finished_session_at_attempt_1() {
 }
 
 #[test]
+fn restarts_after_the_retries_ran_out_are_counted_and_others_are_not() {
+    let exhausted = |restarts: Option<i64>| {
+        let mut st = status(Phase::Failed, 3);
+        st.restarts = restarts;
+        st.conditions = Some(vec![Condition {
+            type_: RETRIES_EXHAUSTED.into(),
+            status: CS::True,
+            reason: Some("OOMKilled".into()),
+            message: None,
+            last_transition_time: Some(T0.into()),
+            observed_generation: Some(3),
+        }]);
+        st
+    };
+    for (before, after) in [(None, 1), (Some(1), 2)] {
+        let p = run_at(
+            &spec(),
+            Some(&exhausted(before)),
+            Some(Desired::Running),
+            &world(None),
+            now(),
+        );
+        assert_eq!(p.status.restarts, Some(after));
+        assert!(cond_is(&p, RETRIES_EXHAUSTED, CS::False, "Restarted"));
+    }
+    // A stopped or completed session's restart spends nothing.
+    let p = run_at(
+        &spec(),
+        Some(&status(Phase::Stopped, 1)),
+        Some(Desired::Running),
+        &world(None),
+        now(),
+    );
+    assert_eq!(p.status.restarts, None);
+}
+
+#[test]
+fn a_pod_name_taken_by_someone_else_is_waited_out_not_adopted_nor_a_failed_attempt() {
+    let mut obs = world(None);
+    obs.name_taken = true;
+    let p = run(Some(&status(Phase::Pending, 1)), &obs);
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreatePod { .. }))
+    );
+    assert!(cond_is(&p, POD_CREATED, CS::False, "NameTaken"));
+    assert_eq!(p.status.attempt, Some(1), "no retry is spent on it");
+    assert_eq!(p.requeue, Some(Duration::from_secs(30)));
+    assert_eq!(
+        p.events
+            .iter()
+            .map(|e| (e.reason, e.warning))
+            .collect::<Vec<_>>(),
+        [("PodNameTaken", true)]
+    );
+    // Said once: the next look finds the condition already set.
+    let again = run(Some(&p.status), &obs);
+    assert!(again.events.is_empty());
+    // Once the name is free, the runner is created.
+    let freed = run(Some(&p.status), &world(None));
+    assert!(
+        freed
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreatePod { .. }))
+    );
+}
+
+#[test]
+fn a_service_name_taken_by_someone_else_is_never_made_nor_used() {
+    let mut obs = world(None);
+    obs.service = false;
+    obs.foreign_service = true;
+    let p = run(Some(&status(Phase::Pending, 1)), &obs);
+    assert!(!p.actions.contains(&Action::CreateService));
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreatePod { .. }))
+    );
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "ServiceNameTaken" && e.warning)
+    );
+}
+
+#[test]
 fn a_restart_waits_for_the_previous_runs_pod_to_go() {
     let st = status(Phase::Completed, 1);
     let old = world(Some(pod(
@@ -1052,6 +1143,7 @@ mod props {
                 .prop_map(|(runner, phase, deleting, reason)| PodView {
                     name: "s1-runner-1".into(),
                     uid: runner_uid(1),
+                    ip: None,
                     phase,
                     reason,
                     deleting,
@@ -1109,18 +1201,19 @@ mod props {
                 start_time: started.map(|x| at(x).to_string()),
                 ..SessionStatus::default()
             };
-            let obs = Observed { pod, stale_pods: vec![], service: true, workflow_notice: wf, repos_notice: repos };
+            let obs = Observed { pod, stale_pods: vec![], service: true, workflow_notice: wf, repos_notice: repos, ..Observed::default() };
             // Several rounds against the same world, as repeated reconciles would run.
             for round in 0..rounds {
                 let t = at(step * round as i64);
                 let p = run_at(&s, Some(&st), desired, &obs, t);
-                let old = StatusView { phase: st.phase.as_ref(), observed_generation: None, conditions: &[] };
+                let old = StatusView { phase: st.phase.as_ref(), restarts: None, observed_generation: None, conditions: &[] };
                 prop_assert!(
                     transition_allowed(old.phase, p.status.phase.as_ref()),
                     "{:?} -> {:?}", st.phase, p.status.phase
                 );
                 let view = StatusView {
                     phase: p.status.phase.as_ref(),
+                    restarts: p.status.restarts,
                     observed_generation: p.status.observed_generation,
                     conditions: p.status.conditions(),
                 };
@@ -1250,6 +1343,7 @@ mod props {
                     pod: pods.iter().find(|p| p.attempt == attempt).map(|p| PodView {
                         name: pod_name("s1", p.attempt),
                         uid: p.uid.clone(),
+                        ip: None,
                         phase: p.phase.clone(),
                         reason: None,
                         deleting: false,
@@ -1262,6 +1356,7 @@ mod props {
                     // the planner must tell them apart.
                     workflow_notice: memory.clone(),
                     repos_notice: None,
+                    ..Observed::default()
                 };
                 let now_t = at(t);
                 let obs = observe(&pods, &memory);

@@ -3,14 +3,15 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, Pod, PodSecurityContext,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service,
-    ServicePort, ServiceSpec,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Pod,
+    PodSecurityContext, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -22,6 +23,7 @@ use crate::api::annotations::RUNNER_SA;
 use crate::api::resource::AgenticSession;
 use crate::api::v1alpha2::{API_VERSION, Repo};
 
+use super::mark::{MARK, Marker};
 use super::plan::{PodPhase, PodView, RunnerState, pod_name, service_name};
 
 pub const RUNNER_CONTAINER: &str = "runner";
@@ -35,6 +37,16 @@ pub const ANNOTATION_GENERATION: &str = "vteam.ambient-code/generation";
 /// Which container `kubectl logs/exec` picks when none is named.
 pub const ANNOTATION_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 const LABEL_NAME: &str = "app.kubernetes.io/name";
+/// The runner's token (`AGUI_TOKEN`): the Secret's key, the env var, and the
+/// header notices carry it in, as the ambient-code runner expects them.
+pub const TOKEN_KEY: &str = "agui-token";
+pub const TOKEN_ENV: &str = "AGUI_TOKEN";
+pub const TOKEN_HEADER: &str = "X-Ambient-Session-Token";
+
+/// `ambient-runner-token-<session>`, the platform's name for it.
+pub fn token_secret_name(session: &str) -> String {
+    format!("ambient-runner-token-{session}")
+}
 
 /// Labels on the runner pod that only the reconciler sets.
 pub const OWNED_LABELS: &[&str] = &[LABEL_NAME, LABEL_MANAGED_BY, LABEL_SESSION, LABEL_ATTEMPT];
@@ -124,6 +136,18 @@ fn runner_env(
         env("MAIN_REPO", spec.main_repo.clone().unwrap_or_default()),
         env("INTERACTIVE", spec.is_interactive().to_string()),
         env("RUNNER_PORT", RUNNER_PORT.to_string()),
+        EnvVar {
+            name: TOKEN_ENV.to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: token_secret_name(session.metadata.name.as_deref().unwrap_or_default()),
+                    key: TOKEN_KEY.to_owned(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
     ];
     if let Some(llm) = &spec.llm_settings {
         if let Some(m) = &llm.model {
@@ -164,7 +188,7 @@ fn runner_env(
     // A reserved name is skipped even if the webhook let it through (it
     // ratchets, or was bypassed): last duplicate wins in a pod spec.
     for (k, v) in spec.environment_variables.iter().flatten() {
-        if !crate::api::runner_env::is_reserved(k) && !template.iter().any(|e| &e.name == k) {
+        if crate::api::runner_env::refused(k).is_none() && !template.iter().any(|e| &e.name == k) {
             vars.push(env(k, v.clone()));
         }
     }
@@ -319,8 +343,180 @@ pub fn runner_pod(session: &AgenticSession, attempt: i64, cfg: &RunnerConfig) ->
     }
 }
 
+/// Sign `pod` as the reconciler's own runner pod of `attempt` (see
+/// [`super::mark`]); the cache takes nothing else for a runner.
+pub fn mark_pod(pod: &mut Pod, session_uid: &str, attempt: i64, marker: &Marker) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    pod.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(
+            MARK.to_owned(),
+            marker.pod_mark(&ns, &name, session_uid, attempt),
+        );
+}
+
+/// Sign the session's Service.
+pub fn mark_service(svc: &mut Service, session_uid: &str, marker: &Marker) {
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    svc.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(
+            MARK.to_owned(),
+            marker.service_mark(&ns, &name, session_uid),
+        );
+}
+
+fn mark_of(meta: &ObjectMeta) -> &str {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(MARK))
+        .map_or("", String::as_str)
+}
+
+/// Is `pod` the reconciler's runner pod of `attempt` for the session `uid`?
+pub fn pod_is_ours(pod: &Pod, session_uid: &str, attempt: i64, marker: &Marker) -> bool {
+    let meta = &pod.metadata;
+    marker.pod_ok(
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+        session_uid,
+        attempt,
+        mark_of(meta),
+    )
+}
+
+/// Is `svc` the reconciler's Service for the session `uid`, selecting its
+/// runners and nothing else?
+pub fn service_is_ours(svc: &Service, session: &str, session_uid: &str, marker: &Marker) -> bool {
+    let meta = &svc.metadata;
+    let spec = svc.spec.as_ref();
+    let selects_runner = spec.and_then(|s| s.selector.as_ref())
+        == Some(&BTreeMap::from([(
+            LABEL_SESSION.to_owned(),
+            session.to_owned(),
+        )]));
+    let plain = spec.is_some_and(|s| {
+        s.type_.as_deref().is_none_or(|t| t == "ClusterIP") && s.external_name.is_none()
+    });
+    selects_runner
+        && plain
+        && marker.service_ok(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+            session_uid,
+            mark_of(meta),
+        )
+}
+
+/// The Secret holding the runner's token for this attempt, owned by the session.
+pub fn runner_token_secret(session: &AgenticSession, token: &str) -> Secret {
+    let name = session.metadata.name.clone().unwrap_or_default();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(token_secret_name(&name)),
+            namespace: session.metadata.namespace.clone(),
+            labels: Some(labels(&name)),
+            owner_references: Some(vec![owner(session)]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            TOKEN_KEY.to_owned(),
+            ByteString(token.as_bytes().to_vec()),
+        )])),
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    }
+}
+
 /// The NetworkPolicy every namespace with runners gets.
 pub const EGRESS_POLICY: &str = "agentic-runner-egress";
+/// Who may open the runner's port: this policy's.
+pub const INGRESS_POLICY: &str = "agentic-runner-ingress";
+
+/// Who may reach a runner's port: the reconciler's pods, and the pods of
+/// the namespaces in `also` (the platform's backend, which proxies the
+/// runner's AG-UI stream).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IngressSources {
+    /// The reconciler's namespace; its pods are labelled
+    /// `app.kubernetes.io/name: agentic-reconciler`.
+    pub reconciler_namespace: String,
+    pub also: Vec<String>,
+}
+
+/// What selects runner pods (their NetworkPolicies, the AdminNetworkPolicy component).
+pub fn runner_selector() -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([
+            (LABEL_NAME.to_owned(), "agentic-runner".to_owned()),
+            (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+        ])),
+        ..LabelSelector::default()
+    }
+}
+
+fn namespace_selector(ns: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_owned(),
+            ns.to_owned(),
+        )])),
+        ..LabelSelector::default()
+    }
+}
+
+/// A runner NetworkPolicy's name, namespace and managed-by label.
+fn policy_meta(name: &str, namespace: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(BTreeMap::from([(
+            LABEL_MANAGED_BY.to_owned(),
+            MANAGED_BY.to_owned(),
+        )])),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Runners' ingress: the runner port only, from the reconciler (and the
+/// namespaces `from.also` names); nothing else may connect.
+pub fn runner_ingress_policy(namespace: &str, from: &IngressSources) -> NetworkPolicy {
+    let mut peers = vec![NetworkPolicyPeer {
+        namespace_selector: Some(namespace_selector(&from.reconciler_namespace)),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                LABEL_NAME.to_owned(),
+                "agentic-reconciler".to_owned(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }];
+    peers.extend(from.also.iter().map(|ns| NetworkPolicyPeer {
+        namespace_selector: Some(namespace_selector(ns)),
+        ..NetworkPolicyPeer::default()
+    }));
+    NetworkPolicy {
+        metadata: policy_meta(INGRESS_POLICY, namespace),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(runner_selector()),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(peers),
+                ports: Some(vec![NetworkPolicyPort {
+                    protocol: Some("TCP".to_owned()),
+                    port: Some(IntOrString::Int(RUNNER_PORT)),
+                    ..NetworkPolicyPort::default()
+                }]),
+            }]),
+            egress: None,
+        }),
+    }
+}
 
 /// Where runners may never connect, whatever a git host resolves to at
 /// clone time: link-local (the metadata service at 169.254.169.254 and
@@ -363,23 +559,9 @@ pub fn runner_egress_policy(namespace: &str, denied: &[ipnet::IpNet]) -> Network
         ..NetworkPolicyPort::default()
     });
     NetworkPolicy {
-        metadata: ObjectMeta {
-            name: Some(EGRESS_POLICY.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            labels: Some(BTreeMap::from([(
-                LABEL_MANAGED_BY.to_owned(),
-                MANAGED_BY.to_owned(),
-            )])),
-            ..ObjectMeta::default()
-        },
+        metadata: policy_meta(EGRESS_POLICY, namespace),
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([
-                    (LABEL_NAME.to_owned(), "agentic-runner".to_owned()),
-                    (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
-                ])),
-                ..LabelSelector::default()
-            }),
+            pod_selector: Some(runner_selector()),
             policy_types: Some(vec!["Egress".to_owned()]),
             egress: Some(vec![
                 NetworkPolicyEgressRule {
@@ -474,6 +656,9 @@ pub fn pod_view(pod: &Pod) -> PodView {
     PodView {
         name: pod.metadata.name.clone().unwrap_or_default(),
         uid: pod.metadata.uid.clone().unwrap_or_default(),
+        ip: status
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty()),
         phase,
         reason: status.and_then(|s| s.reason.clone()),
         deleting: pod.metadata.deletion_timestamp.is_some(),
@@ -560,6 +745,103 @@ mod tests {
         {
             assert_eq!(&pod["metadata"]["labels"][k], want, "{k}");
         }
+    }
+
+    #[test]
+    fn the_runner_gets_its_token_from_a_secret_and_only_marked_objects_are_ours() {
+        let m = Marker::new(&[5; 32]);
+        let s = session();
+        let mut pod = runner_pod(&s, 2, &RunnerConfig::with_image("r"));
+        let v = serde_json::to_value(&pod).expect("serializes");
+        let env = v["spec"]["containers"][0]["env"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let token = env.iter().find(|e| e["name"] == "AGUI_TOKEN").cloned();
+        assert_eq!(
+            token,
+            Some(json!({"name": "AGUI_TOKEN", "valueFrom": {"secretKeyRef":
+                {"name": "ambient-runner-token-s1", "key": "agui-token"}}}))
+        );
+        assert!(!pod_is_ours(&pod, "u-1", 2, &m), "unmarked");
+        mark_pod(&mut pod, "u-1", 2, &m);
+        assert!(pod_is_ours(&pod, "u-1", 2, &m));
+        assert!(!pod_is_ours(&pod, "u-2", 2, &m), "another session's");
+        let secret =
+            serde_json::to_value(runner_token_secret(&s, &m.token("u-1", 2))).expect("serializes");
+        assert_eq!(secret["metadata"]["name"], "ambient-runner-token-s1");
+        assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "u-1");
+        assert!(secret["data"]["agui-token"].is_string());
+
+        let mut svc = runner_service(&s);
+        mark_service(&mut svc, "u-1", &m);
+        assert!(service_is_ours(&svc, "s1", "u-1", &m));
+        // Marked, but pointed elsewhere: not ours to use.
+        let mut moved = svc.clone();
+        if let Some(spec) = moved.spec.as_mut() {
+            spec.type_ = Some("ExternalName".into());
+            spec.external_name = Some("session-victim.team-b.svc.cluster.local".into());
+        }
+        assert!(!service_is_ours(&moved, "s1", "u-1", &m));
+        let mut reselected = svc.clone();
+        if let Some(spec) = reselected.spec.as_mut() {
+            spec.selector = Some(BTreeMap::from([("app".into(), "mine".into())]));
+        }
+        assert!(!service_is_ours(&reselected, "s1", "u-1", &m));
+    }
+
+    #[test]
+    fn only_the_reconciler_and_the_named_namespaces_reach_the_runner_port() {
+        let from = IngressSources {
+            reconciler_namespace: "agentic-system".into(),
+            also: vec!["ambient-code".into()],
+        };
+        let v = serde_json::to_value(runner_ingress_policy("team-a", &from)).expect("serializes");
+        assert_eq!(v["metadata"]["name"], "agentic-runner-ingress");
+        assert_eq!(v["spec"]["policyTypes"], json!(["Ingress"]));
+        assert_eq!(
+            v["spec"]["ingress"],
+            json!([{"from": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "agentic-system"}},
+                 "podSelector": {"matchLabels": {"app.kubernetes.io/name": "agentic-reconciler"}}},
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ambient-code"}}}],
+                "ports": [{"protocol": "TCP", "port": 8001}]}])
+        );
+        assert_eq!(
+            v["spec"]["podSelector"],
+            serde_json::to_value(runner_egress_policy("team-a", &[])).expect("serializes")["spec"]
+                ["podSelector"]
+        );
+    }
+
+    #[test]
+    fn a_reserved_or_process_variable_of_the_session_never_reaches_the_runner() {
+        let mut s = session();
+        s.spec.environment_variables = Some(BTreeMap::from([
+            (
+                "REPOS".to_owned(),
+                "[{\"url\": \"ext::sh -c id\"}]".to_owned(),
+            ),
+            ("GIT_CONFIG_COUNT".to_owned(), "1".to_owned()),
+            ("LD_PRELOAD".to_owned(), "/x.so".to_owned()),
+            ("LOG_LEVEL".to_owned(), "debug".to_owned()),
+        ]));
+        let pod = runner_pod(&s, 1, &RunnerConfig::with_image("r"));
+        let env: Vec<(String, Option<String>)> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .flat_map(|c| c.env.iter().flatten())
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect();
+        let repos: Vec<_> = env.iter().filter(|(n, _)| n == "REPOS").collect();
+        assert_eq!(repos.len(), 1, "one REPOS, the reconciler's");
+        assert!(!repos[0].1.as_deref().unwrap_or_default().contains("ext::"));
+        assert!(
+            !env.iter()
+                .any(|(n, _)| n == "GIT_CONFIG_COUNT" || n == "LD_PRELOAD")
+        );
+        assert!(env.iter().any(|(n, _)| n == "LOG_LEVEL"));
     }
 
     #[test]

@@ -81,11 +81,19 @@ pub fn installed() -> Option<&'static Installed> {
     Some(INSTALLED.get_or_init(|| install(cp)))
 }
 
-/// `agentic-webhook manifests` with these arguments, as YAML.
+/// `agentic-webhook manifests` with these arguments, as YAML; the
+/// reconciler cluster-wide (the tests use a namespace each) unless
+/// `--watch-namespace` says otherwise.
 pub fn render(args: &[&str]) -> Vec<u8> {
+    let scope: &[&str] = if args.contains(&"--watch-namespace") {
+        &[]
+    } else {
+        &["--cluster-wide"]
+    };
     let out = Command::new(BIN)
         .arg("manifests")
         .args(args)
+        .args(scope)
         .output()
         .unwrap_or_else(|e| panic!("manifests: {e}"));
     assert!(

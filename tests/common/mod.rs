@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub mod balancer;
 pub mod envtest;
 pub mod installed;
+pub mod lifecycle;
 pub mod mockapi;
 
 use agentic_webhook::testkit::client::{Alpn, Connection, Tls};

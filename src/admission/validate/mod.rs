@@ -15,7 +15,11 @@ use crate::admission::review::{AdmissionRequest, Operation, Verdict};
 use crate::api::field::{FieldError, FieldPath, Rule};
 use crate::api::{SessionV1, SessionV2, Version};
 
+use crate::api::status::{ConditionStatus, find_condition};
 use principals::{Role, Write};
+
+/// The reconciler's condition for "no attempt left" (`lifecycle::plan`).
+const RETRIES_EXHAUSTED: &str = "RetriesExhausted";
 use view::Versioned;
 
 /// Judge one request (dry-run requests are judged exactly like real ones).
@@ -96,13 +100,34 @@ fn validate_main<S: Versioned>(
     };
     let new_annotations = new.meta().annotations.as_ref();
     let old_annotations = old.and_then(|o| o.meta().annotations.as_ref());
-    if let Some(old) = old {
-        errors.extend(running::check(old, new));
-        errors.extend(principals::check_user_context(
-            role,
-            old.user_context(),
-            new.user_context(),
-        ));
+    match old {
+        Some(old) => {
+            errors.extend(running::check(old, new));
+            errors.extend(principals::check_user_context(
+                role,
+                old.user_context(),
+                new.user_context(),
+            ));
+            let st = old.status_view();
+            let exhausted = find_condition(st.conditions, RETRIES_EXHAUSTED)
+                .is_some_and(|c| c.status == ConditionStatus::True);
+            errors.extend(principals::check_restart_budget(
+                role,
+                old_annotations,
+                new_annotations,
+                exhausted,
+                st.restarts.unwrap_or(0),
+                cfg.limits.max_restarts,
+            ));
+        }
+        None => {
+            errors.extend(principals::check_session_name(object_name(req, new)));
+            errors.extend(principals::check_creator(
+                role,
+                &req.user_info,
+                new.user_context(),
+            ));
+        }
     }
     errors.extend(principals::check_owned_annotations(
         role,

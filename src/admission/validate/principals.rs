@@ -8,7 +8,12 @@
 //! | platform operator `<platform-ns>:agentic-operator` | all | the platform's | fixed | all |
 //! | platform backend `<platform-ns>:backend-api` | `lastActivityTime` | none | fixed | all |
 //! | runner `<ns>:ambient-session-<s>` | none | none | fixed | its own; create in `<ns>`; stop those it created |
-//! | anyone else (people, access keys, the scheduled-session trigger) | none | none | fixed | as RBAC allows |
+//! | on a user's behalf: the trigger `ambient-session-trigger`, access keys `ambient-key-*`, `system:masters` | none | none | fixed | as RBAC allows |
+//! | anyone else (people) | none | none | their own at creation (V25) | as RBAC allows |
+//!
+//! Only a controller principal may restart a session past its restart
+//! budget (V26); every principal but the tenants may create a session on
+//! someone else's behalf (V25).
 
 use std::collections::BTreeMap;
 
@@ -25,6 +30,9 @@ const RUNNER_SA_PREFIX: &str = "ambient-session-";
 /// The scheduled-session trigger's service account: named like a runner's,
 /// it is not one (`operator/internal/handlers/projectsettings.go`).
 const TRIGGER_SA: &str = "ambient-session-trigger";
+/// The platform's access keys (`backend/handlers/permissions.go`): the
+/// backend resolves them to the user who made the key.
+const ACCESS_KEY_PREFIX: &str = "ambient-key-";
 const PLATFORM_OPERATOR_SA: &str = "agentic-operator";
 const PLATFORM_BACKEND_SA: &str = "backend-api";
 
@@ -40,7 +48,11 @@ pub enum Role<'a> {
         namespace: &'a str,
         session: &'a str,
     },
-    /// People, access keys, the trigger and every other service account.
+    /// Creates sessions for a user it is not: the scheduled-session trigger
+    /// (its template carries the schedule owner's context), access keys,
+    /// and cluster administrators (`system:masters`).
+    OnBehalf,
+    /// People, and every other service account.
     Tenant,
 }
 
@@ -48,6 +60,10 @@ impl Role<'_> {
     pub fn of<'a>(p: &Principals, user: &'a UserInfo) -> Role<'a> {
         if p.is_controller(user) {
             return Role::Controller;
+        }
+        // Cluster administrators may act as anyone (impersonation) anyway.
+        if user.groups.iter().any(|g| g == "system:masters") {
+            return Role::OnBehalf;
         }
         if let Some((ns, sa)) = service_account(&user.username) {
             if p.platform_namespace.as_deref() == Some(ns) {
@@ -57,9 +73,10 @@ impl Role<'_> {
                     _ => {}
                 }
             }
-            if let Some(session) = sa.strip_prefix(RUNNER_SA_PREFIX)
-                && sa != TRIGGER_SA
-            {
+            if sa == TRIGGER_SA || sa.starts_with(ACCESS_KEY_PREFIX) {
+                return Role::OnBehalf;
+            }
+            if let Some(session) = sa.strip_prefix(RUNNER_SA_PREFIX) {
                 return Role::Runner {
                     namespace: ns,
                     session,
@@ -132,7 +149,7 @@ pub fn check_owned_annotations(
         Role::Runner { session, .. } => {
             creating && k == CREATED_BY_RUNNER && get(new, k) == Some(session)
         }
-        Role::PlatformBackend | Role::Tenant => false,
+        Role::PlatformBackend | Role::OnBehalf | Role::Tenant => false,
     };
     PLATFORM_OWNED
         .iter()
@@ -226,6 +243,123 @@ pub fn is_stop_request(old: Option<&Annotations>, new: Option<&Annotations>) -> 
     get(new, DESIRED_PHASE) == Some("Stopped") && rest(old) == rest(new)
 }
 
+/// The longest session name whose Service (`session-<name>`) is still a
+/// DNS label (63).
+pub const MAX_NAME: usize = 55;
+
+/// V24: on CREATE, a name the runner's objects can be made from: its
+/// Service `session-<name>` is a DNS-1035 label, its pods, labels and
+/// runner URL take it whole. Otherwise the session would stay Pending for
+/// ever (and a dot would move a templated runner host elsewhere).
+pub fn check_session_name(name: &str) -> Option<FieldError> {
+    let bytes = name.as_bytes();
+    let label = name.len() <= MAX_NAME
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric);
+    (!label).then(|| {
+        FieldError::invalid(
+            Rule::V24,
+            FieldPath::new("metadata.name"),
+            BadValue::str(name),
+            format!(
+                "must be a DNS label of at most {MAX_NAME} characters (a-z, 0-9, \"-\"): the runner's Service is session-<name>"
+            ),
+        )
+    })
+}
+
+/// The ambient-code backend's spelling of a user id
+/// (`backend/server/server.go`, SanitizeUserID): characters other than
+/// `[A-Za-z0-9._-]` become `-`, then leading and trailing `-` go.
+pub fn platform_user_id(username: &str) -> String {
+    let mapped: String = username
+        .chars()
+        .take(253)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    mapped.trim_matches('-').to_owned()
+}
+
+/// V25: on CREATE, a person's session acts for that person: the
+/// `userContext` names them (as the username, or as the platform's backend
+/// spells it) and claims only groups they are in. Controllers, the
+/// platform, runners (for their parent's user), the trigger and access keys
+/// create on someone's behalf.
+pub fn check_creator(
+    role: Role<'_>,
+    user: &UserInfo,
+    context: Option<&UserContext>,
+) -> Vec<FieldError> {
+    let (Role::Tenant, Some(ctx)) = (role, context) else {
+        return Vec::new();
+    };
+    let root = FieldPath::new("spec.userContext");
+    let mut errs = Vec::new();
+    let me = &user.username;
+    if let Some(id) = ctx.user_id.as_deref()
+        && id != me
+        && id != platform_user_id(me)
+        && id != me.replace(':', "-")
+    {
+        let platform = platform_user_id(me);
+        let also = if platform == *me {
+            String::new()
+        } else {
+            format!(" (or {platform:?}, as the platform writes it)")
+        };
+        errs.push(FieldError::forbidden(
+            Rule::V25,
+            root.child("userId"),
+            format!(
+                "must be the creating user {me:?}{also}: a session acts on its creator's behalf"
+            ),
+        ));
+    }
+    for (i, g) in ctx.groups.iter().flatten().enumerate() {
+        if !user.groups.contains(g) {
+            errs.push(FieldError::forbidden(
+                Rule::V25,
+                root.child("groups").index(i),
+                format!("the creating user is not in group {g:?}"),
+            ));
+        }
+    }
+    errs
+}
+
+/// V26: a tenant may restart a session whose retries are exhausted `max`
+/// times (desired-phase Running, counted in `status.restarts`); after that
+/// only a controller principal may.
+pub fn check_restart_budget(
+    role: Role<'_>,
+    old_annotations: Option<&Annotations>,
+    new_annotations: Option<&Annotations>,
+    exhausted: bool,
+    restarts: i64,
+    max: i64,
+) -> Option<FieldError> {
+    let asks = get(new_annotations, DESIRED_PHASE) == Some("Running")
+        && get(old_annotations, DESIRED_PHASE) != Some("Running");
+    (asks && exhausted && restarts >= max && role != Role::Controller).then(|| {
+        FieldError::forbidden(
+            Rule::V26,
+            FieldPath::new("metadata.annotations").key(DESIRED_PHASE),
+            format!(
+                "the session was restarted {restarts} times after its retries ran out (limit {max}); only a controller principal may restart it again"
+            ),
+        )
+    })
+}
+
 /// V21
 pub fn check_desired_phase(annotations: Option<&Annotations>) -> Option<FieldError> {
     let value = annotations?.get(DESIRED_PHASE)?;
@@ -252,7 +386,7 @@ mod tests {
     fn obj(annotations: Value) -> Value {
         let mut o = session(
             V1Alpha2,
-            json!({"initialPrompt": "p", "userContext": {"userId": "u1"}}),
+            json!({"initialPrompt": "p", "userContext": {"userId": "alice"}}),
         );
         o["metadata"]["annotations"] = annotations;
         o
@@ -589,5 +723,128 @@ mod tests {
         // Nor its status.
         let v = named(Case::update(V1Alpha1, child.clone(), child).status()).validate();
         assert_eq!(v.denied_rules, [Rule::V17, Rule::V20]);
+    }
+
+    #[test]
+    fn v24_a_name_the_runners_objects_cannot_take_is_refused_at_creation() {
+        let long = "a".repeat(56);
+        for bad in ["s1.evil.example.com", "S1", "-s1", "s1-", long.as_str()] {
+            let v = Case::create(V1Alpha2, obj(json!({})))
+                .named("team-a", bad)
+                .validate();
+            assert_denied(&v, 422, &[("metadata.name", "FieldValueInvalid")], &["V24"]);
+        }
+        let v = Case::create(V1Alpha2, obj(json!({})))
+            .named("team-a", "a.b")
+            .validate();
+        assert_eq!(
+            message(&v),
+            r#"metadata.name: Invalid value: "a.b": must be a DNS label of at most 55 characters (a-z, 0-9, "-"): the runner's Service is session-<name>"#
+        );
+        for good in [
+            "s1",
+            "session-9f1c2e7a-4b3d-4c1e-9a77-0123456789ab",
+            &"a".repeat(55),
+        ] {
+            assert_allowed(
+                &Case::create(V1Alpha2, obj(json!({})))
+                    .named("team-a", good)
+                    .validate(),
+            );
+        }
+        // Names are fixed once made: an old one is never judged again.
+        let old = obj(json!({}));
+        let v = Case::update(V1Alpha2, old.clone(), old)
+            .named("team-a", "a.b")
+            .validate();
+        assert_allowed(&v);
+    }
+
+    #[test]
+    fn v25_a_person_creates_sessions_that_act_for_them_only() {
+        let with = |ctx: Value| {
+            let mut o = obj(json!({}));
+            o["spec"]["userContext"] = ctx;
+            o
+        };
+        let as_alice = |o: Value| {
+            Case::create(V1Alpha1, o)
+                .by("alice@example.com")
+                .groups(&["system:authenticated", "acme-devs"])
+                .validate()
+        };
+        // The username, or the platform's spelling of it.
+        for id in ["alice@example.com", "alice-example.com"] {
+            assert_allowed(&as_alice(with(
+                json!({"userId": id, "groups": ["acme-devs"]}),
+            )));
+        }
+        let v = as_alice(with(json!({"userId": "bob", "groups": ["admins"]})));
+        assert_denied(
+            &v,
+            403,
+            &[
+                ("spec.userContext.userId", FORBIDDEN),
+                ("spec.userContext.groups[0]", FORBIDDEN),
+            ],
+            &["V25"],
+        );
+        // The platform's delegates create for the user they work for.
+        for by in [
+            "system:serviceaccount:team-a:ambient-session-trigger",
+            "system:serviceaccount:team-a:ambient-key-ci-3f2a9b1c",
+            "system:serviceaccount:team-a:ambient-session-parent",
+            "system:serviceaccount:ambient-code:backend-api",
+            CONTROLLER,
+        ] {
+            let v = Case::create(
+                V1Alpha1,
+                with(json!({"userId": "bob", "groups": ["admins"]})),
+            )
+            .by(by)
+            .validate();
+            assert!(
+                !v.denied_rules.contains(&Rule::V25),
+                "{by}: {}",
+                message(&v)
+            );
+        }
+    }
+
+    #[test]
+    fn v26_restarts_after_retries_ran_out_are_budgeted() {
+        let exhausted = |restarts: i64| {
+            with_status(
+                obj(json!({})),
+                json!({"phase": "Failed", "restarts": restarts, "conditions": [
+                    {"type": "RetriesExhausted", "status": "True", "reason": "OOMKilled",
+                     "lastTransitionTime": "2026-12-07T10:00:00Z"}]}),
+            )
+        };
+        let restart = |old: Value| {
+            let mut new = old.clone();
+            new["metadata"]["annotations"] = json!({"ambient-code.io/desired-phase": "Running"});
+            Case::update(V1Alpha2, old, new)
+        };
+        assert_allowed(&restart(exhausted(2)).validate());
+        let v = restart(exhausted(3)).validate();
+        assert_denied(
+            &v,
+            403,
+            &[(
+                "metadata.annotations[ambient-code.io/desired-phase]",
+                FORBIDDEN,
+            )],
+            &["V26"],
+        );
+        assert!(message(&v).contains("restarted 3 times"), "{}", message(&v));
+        assert_allowed(&restart(exhausted(3)).by(CONTROLLER).validate());
+        // A failure that did not exhaust the retries (a timeout) is not counted.
+        let timed_out = with_status(obj(json!({})), json!({"phase": "Failed", "restarts": 9}));
+        assert_allowed(&restart(timed_out).validate());
+        // The budget is a setting.
+        let mut cfg = config();
+        cfg.limits.max_restarts = 5;
+        assert_allowed(&restart(exhausted(4)).with_config(cfg).validate());
     }
 }

@@ -22,6 +22,7 @@ pub fn check(spec: &SpecView<'_>, limits: &Limits) -> (Vec<FieldError>, Vec<Stri
     check_llm(spec, &root, &mut errs);
     check_timeouts(spec, &root, &mut errs);
     check_env(spec, &root, &mut errs);
+    check_mcp(spec, limits, &root, &mut errs);
     check_main_repo(spec, &root, &mut errs);
     let mut warnings: Vec<String> = spec
         .deprecated
@@ -45,17 +46,44 @@ fn check_url(path: FieldPath, url: &str, limits: &Limits, errs: &mut Vec<FieldEr
         },
         Err(p) => p,
     };
+    errs.push(url_error(path, url, &problem));
+}
+
+/// A URL's problem as the V1, V2 or V3 field error (the URL masked).
+fn url_error(path: FieldPath, url: &str, problem: &UrlProblem) -> FieldError {
     let rule = match problem {
         UrlProblem::Credentials => Rule::V2,
         UrlProblem::ForbiddenHost(_) | UrlProblem::HostNotAllowed => Rule::V3,
         _ => Rule::V1,
     };
-    errs.push(FieldError::invalid(
+    FieldError::invalid(
         rule,
         path,
         BadValue::str(&git::redact(url)),
         problem.detail(),
-    ));
+    )
+}
+
+/// V1–V3 for an MCP server's URL: https or http, no credentials, none of
+/// the hosts a git URL may not name (the git-host allow-list aside).
+fn check_mcp(spec: &SpecView<'_>, limits: &Limits, root: &FieldPath, errs: &mut Vec<FieldError>) {
+    let Some(custom) = spec.mcp.and_then(|m| m.custom.as_ref()) else {
+        return;
+    };
+    let p = root.child("mcpServers").child("custom");
+    for (name, cfg) in custom {
+        let Some(url) = cfg.get("url").and_then(|u| u.as_str()) else {
+            continue;
+        };
+        let problem = match git::parse_service_url(url) {
+            Ok(parsed) => match git::check_service_host(parsed.host, limits) {
+                Ok(()) => continue,
+                Err(p) => p,
+            },
+            Err(p) => p,
+        };
+        errs.push(url_error(p.key(name).child("url"), url, &problem));
+    }
 }
 
 /// V4 for one branch. An empty branch is the platform's way of asking for
@@ -272,12 +300,8 @@ fn check_env(spec: &SpecView<'_>, root: &FieldPath, errs: &mut Vec<FieldError>) 
                 BadValue::str(key),
                 "must be a C identifier ([A-Za-z_][A-Za-z0-9_]*)",
             ));
-        } else if runner_env::is_reserved(key) {
-            errs.push(FieldError::forbidden(
-                Rule::V10,
-                p.key(key),
-                "is reserved: the runner sets it",
-            ));
+        } else if let Some(why) = runner_env::refused(key) {
+            errs.push(FieldError::forbidden(Rule::V10, p.key(key), why));
         }
     }
 }
@@ -705,6 +729,61 @@ mod tests {
         // What the reconciler itself sets stays reserved.
         let v = v2(json!({"environmentVariables": {"REPOS": "[]", "INITIAL_PROMPT": "x"}}));
         assert_eq!(v.denied_rules, [Rule::V10]);
+    }
+
+    #[test]
+    fn v10_process_and_git_control_stays_the_platform_teams() {
+        // GIT_CONFIG_* would let a session set protocol.ext.allow=always and
+        // turn a repo URL into a command, past V1.
+        let v = v2(json!({"environmentVariables": {
+            "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "protocol.ext.allow",
+            "GIT_CONFIG_VALUE_0": "always", "LD_PRELOAD": "/workspace/x.so", "https_proxy": "http://evil:3128"}}));
+        assert_eq!(v.denied_rules, [Rule::V10]);
+        assert_eq!(causes(&v).len(), 5);
+        assert!(
+            message(&v).contains("spec.environmentVariables[LD_PRELOAD]: Forbidden: controls the runner's processes or git"),
+            "{}",
+            message(&v)
+        );
+    }
+
+    #[test]
+    fn mcp_server_urls_are_held_to_the_git_url_rules() {
+        let v = v1(json!({"mcpServers": {"custom": {
+            "ok": {"type": "http", "url": "https://mcp.example.com"},
+            "stdio": {"command": "npx", "args": ["-y", "server"]},
+            "meta": {"type": "sse", "url": "http://169.254.169.254/latest"},
+            "token": {"type": "http", "url": "https://user:tok@mcp.example.com/x"},
+            "local": {"type": "http", "url": "file:///etc/passwd"},
+            "cluster": {"type": "http", "url": "http://backend-service.ambient-code.svc:8080/api"}}}}));
+        assert_denied(
+            &v,
+            422,
+            &[
+                ("spec.mcpServers.custom[cluster].url", INVALID),
+                ("spec.mcpServers.custom[local].url", INVALID),
+                ("spec.mcpServers.custom[meta].url", INVALID),
+                ("spec.mcpServers.custom[token].url", INVALID),
+            ],
+            &["V1", "V2", "V3"],
+        );
+        assert!(!message(&v).contains("tok@"), "{}", message(&v));
+        // The git-host allow-list names git servers, not MCP servers.
+        let limits = Limits {
+            allowed_git_hosts: vec![HostPattern::new("github.com")],
+            ..Limits::default()
+        };
+        let v = Case::create(
+            V1Alpha2,
+            session(
+                V1Alpha2,
+                json!({"mcpServers": {"custom": {
+            "ok": {"url": "https://mcp.example.com/sse"}}}}),
+            ),
+        )
+        .with_config(Config { limits, ..config() })
+        .validate();
+        assert_allowed(&v);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::common::{ActiveWorkflow, GitRef, LlmSettings, UserContext};
+use crate::api::common::{ActiveWorkflow, GitRef, LlmSettings, McpServers, UserContext};
 use crate::api::decode::decode_typed;
 use crate::api::field::{BadValue, FieldError, FieldPath, Rule};
 use crate::api::status::{Condition, Phase};
@@ -39,6 +39,7 @@ pub struct SpecView<'a> {
     pub inactivity_timeout: Option<Named<'a, i64>>,
     pub llm: Option<&'a LlmSettings>,
     pub env: Option<&'a BTreeMap<String, String>>,
+    pub mcp: Option<&'a McpServers>,
     pub workflow: Option<&'a ActiveWorkflow>,
     /// Removed fields present in the object (V12).
     pub deprecated: Vec<&'static str>,
@@ -46,6 +47,8 @@ pub struct SpecView<'a> {
 
 pub struct StatusView<'a> {
     pub phase: Option<&'a Phase>,
+    /// Restarts after RetriesExhausted (V26).
+    pub restarts: Option<i64>,
     pub observed_generation: Option<i64>,
     pub conditions: &'a [Condition],
 }
@@ -164,6 +167,7 @@ impl Versioned for SessionV2 {
                 .map(|t| ("inactivityTimeoutSeconds", t)),
             llm: spec.llm_settings.as_ref(),
             env: spec.environment_variables.as_ref(),
+            mcp: spec.mcp_servers.as_ref(),
             workflow: spec.active_workflow.as_ref(),
             deprecated: Vec::new(),
         }
@@ -173,6 +177,7 @@ impl Versioned for SessionV2 {
         match &self.status {
             Some(s) => StatusView {
                 phase: s.phase.as_ref(),
+                restarts: s.restarts,
                 observed_generation: s.observed_generation,
                 conditions: s.conditions(),
             },
@@ -291,6 +296,7 @@ impl Versioned for SessionV1 {
             inactivity_timeout: spec.inactivity_timeout.map(|t| ("inactivityTimeout", t)),
             llm: spec.llm_settings.as_ref(),
             env: spec.environment_variables.as_ref(),
+            mcp: spec.mcp_servers.as_ref(),
             workflow: spec.active_workflow.as_ref(),
             deprecated,
         }
@@ -300,6 +306,7 @@ impl Versioned for SessionV1 {
         match &self.status {
             Some(s) => StatusView {
                 phase: s.phase.as_ref(),
+                restarts: s.restarts,
                 observed_generation: s.observed_generation,
                 conditions: s.conditions(),
             },
@@ -422,6 +429,7 @@ impl SpecView<'_> {
             inactivity_timeout: None,
             llm: None,
             env: None,
+            mcp: None,
             workflow: None,
             deprecated: Vec::new(),
         }
@@ -432,6 +440,7 @@ impl StatusView<'_> {
     fn empty() -> Self {
         StatusView {
             phase: None,
+            restarts: None,
             observed_generation: None,
             conditions: &[],
         }
