@@ -412,17 +412,24 @@ pub fn service_is_ours(svc: &Service, session: &str, session_uid: &str, marker: 
         )
 }
 
+/// Metadata of an object the session owns: `name` in its namespace, with
+/// the session's labels and controller reference.
+fn session_owned(session: &AgenticSession, name: String) -> ObjectMeta {
+    let session_name = session.metadata.name.clone().unwrap_or_default();
+    ObjectMeta {
+        name: Some(name),
+        namespace: session.metadata.namespace.clone(),
+        labels: Some(labels(&session_name)),
+        owner_references: Some(vec![owner(session)]),
+        ..ObjectMeta::default()
+    }
+}
+
 /// The Secret holding the runner's token for this attempt, owned by the session.
 pub fn runner_token_secret(session: &AgenticSession, token: &str) -> Secret {
     let name = session.metadata.name.clone().unwrap_or_default();
     Secret {
-        metadata: ObjectMeta {
-            name: Some(token_secret_name(&name)),
-            namespace: session.metadata.namespace.clone(),
-            labels: Some(labels(&name)),
-            owner_references: Some(vec![owner(session)]),
-            ..ObjectMeta::default()
-        },
+        metadata: session_owned(session, token_secret_name(&name)),
         data: Some(BTreeMap::from([(
             TOKEN_KEY.to_owned(),
             ByteString(token.as_bytes().to_vec()),
@@ -582,13 +589,7 @@ pub fn runner_egress_policy(namespace: &str, denied: &[ipnet::IpNet]) -> Network
 pub fn runner_service(session: &AgenticSession) -> Service {
     let name = session.metadata.name.clone().unwrap_or_default();
     Service {
-        metadata: ObjectMeta {
-            name: Some(service_name(&name)),
-            namespace: session.metadata.namespace.clone(),
-            labels: Some(labels(&name)),
-            owner_references: Some(vec![owner(session)]),
-            ..ObjectMeta::default()
-        },
+        metadata: session_owned(session, service_name(&name)),
         spec: Some(ServiceSpec {
             selector: Some(BTreeMap::from([(LABEL_SESSION.to_owned(), name)])),
             ports: Some(vec![ServicePort {
