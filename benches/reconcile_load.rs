@@ -147,6 +147,14 @@ fn reconciler_share(
             .unwrap_or(&0.0);
         let ours = match resource.as_str() {
             "pods" | "services" | "events" | "leases" | "agenticsessions/status" => true,
+            // The runner's token Secret and identity (the shipped contract's
+            // service account, its binding and a token of it), and the
+            // namespace's runner NetworkPolicies: the bench writes none.
+            "secrets"
+            | "serviceaccounts"
+            | "serviceaccounts/token"
+            | "rolebindings"
+            | "networkpolicies" => true,
             // The bench creates, lists and watches sessions; the reconciler patches them.
             "agenticsessions" => !matches!(verb.as_str(), "POST" | "LIST" | "WATCH"),
             _ => false,

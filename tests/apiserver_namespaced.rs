@@ -125,8 +125,9 @@ async fn a_namespaced_reconciler_needs_no_cluster_rights_and_stays_in_its_namesp
         }
     })
     .await;
+    // The runner is the shipped contract's container.
     let kubelet = json!({"status": {"phase": "Running", "containerStatuses": [{
-        "name": "runner", "image": "runner", "imageID": "", "ready": true, "restartCount": 0,
+        "name": "ambient-code-runner", "image": "runner", "imageID": "", "ready": true, "restartCount": 0,
         "state": {"running": {"startedAt": "2026-11-28T10:00:00Z"}}}]}});
     pods.patch_status(
         "s1-runner-1",

@@ -865,7 +865,7 @@ async fn the_platforms_stored_sessions_survive_the_install_and_its_writes_pass()
     )
     .await;
     let mut bad = backend_session(&ns, "session-bad-2", json!({}));
-    bad["spec"]["environmentVariables"]["REPOS"] = json!("[]");
+    bad["spec"]["environmentVariables"]["REPOS_JSON"] = json!("[]");
     r.create(
         "refused: a reserved variable (V10)",
         &alice(),

@@ -1,22 +1,22 @@
 //! The reconciler binary against a real kube-apiserver v1.35 with the
 //! webhook installed: its status writes pass through V17/V22 for real, its
 //! RBAC is the shipped ClusterRole, and the test plays the kubelet by
-//! writing pod status (there is no kubelet). Runners are a fake HTTP server
-//! on 127.0.0.1 reached through `--runner-url-template`.
+//! writing pod status (there is no kubelet). Runners are the stand-in for
+//! the ambient-code runner's HTTP API (tests/common/standin.rs) on 127.0.0.1,
+//! reached through `--runner-url-template`; the reconciler runs the shipped
+//! runner contract.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::routing::post;
 use common::Proc;
 use common::envtest::{Principal, SYSTEM_NS, Who, eventually, free_port, say};
 use common::installed::{Installed, create_session, installed, reconciler_at, sessions_in};
 use common::lifecycle::{condition, kubelet, phase_is, running, terminated, wait_session};
+use common::standin::StandIn;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -30,92 +30,6 @@ fn sessions(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
 
 fn as_json<T: serde::Serialize>(o: &T) -> Value {
     serde_json::to_value(o).expect("serializes")
-}
-
-/// One POST a runner received.
-#[derive(Clone, Debug)]
-struct Notice {
-    namespace: String,
-    session: String,
-    attempt: String,
-    path: String,
-    body: Value,
-    at: Instant,
-    /// Answered 200.
-    ok: bool,
-    /// `X-Ambient-Session-Token`.
-    token: String,
-}
-
-/// Runners, as one HTTP server on 127.0.0.1 that records every notice.
-#[derive(Clone, Default)]
-struct Runners {
-    seen: Arc<Mutex<Vec<Notice>>>,
-    /// Answer 503 instead of 200 (a runner that is up but not ready).
-    busy: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Runners {
-    async fn start() -> (Runners, String) {
-        let runners = Runners::default();
-        let app = Router::new()
-            .route(
-                "/{namespace}/{session}/{attempt}/{path}",
-                post(
-                    |State(r): State<Runners>,
-                     Path((namespace, session, attempt, path)): Path<(
-                        String,
-                        String,
-                        String,
-                        String,
-                    )>,
-                     headers: axum::http::HeaderMap,
-                     body: String| async move {
-                        let busy = r.busy.load(std::sync::atomic::Ordering::Relaxed);
-                        if let Ok(mut seen) = r.seen.lock() {
-                            seen.push(Notice {
-                                namespace,
-                                session,
-                                attempt,
-                                path: format!("/{path}"),
-                                body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
-                                at: Instant::now(),
-                                ok: !busy,
-                                token: headers
-                                    .get("x-ambient-session-token")
-                                    .and_then(|t| t.to_str().ok())
-                                    .unwrap_or_default()
-                                    .to_owned(),
-                            });
-                        }
-                        if busy {
-                            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "runner busy")
-                        } else {
-                            (axum::http::StatusCode::OK, "ok")
-                        }
-                    },
-                ),
-            )
-            .with_state(runners.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (
-            runners,
-            format!("http://{addr}/{{namespace}}/{{session}}/{{attempt}}"),
-        )
-    }
-
-    fn of(&self, session: &str) -> Vec<Notice> {
-        self.seen
-            .lock()
-            .map(|s| s.iter().filter(|n| n.session == session).cloned().collect())
-            .unwrap_or_default()
-    }
 }
 
 /// `agentic-webhook reconcile` as the reconciler's service account.
@@ -270,7 +184,7 @@ async fn a_session_runs_to_completion_and_its_runner_is_told_the_workflow_once_s
     let Some(env) = installed() else { return };
     let client = env.cp.client().await;
     let ns = env.cp.namespace(&client, "lifecycle").await;
-    let (runners, template) = Runners::start().await;
+    let (runners, template) = StandIn::start(client.clone()).await;
     let _reconciler = reconciler(env, &refs(&scoped(&ns, &template, "3")));
     let created = create_session(&client, &ns, "s1", with_workflow()).await;
     let uid = created["metadata"]["uid"].clone();
@@ -372,7 +286,7 @@ async fn an_oom_killed_runner_is_retried_told_again_and_stops_at_the_cap() {
     let Some(env) = installed() else { return };
     let client = env.cp.client().await;
     let ns = env.cp.namespace(&client, "retry").await;
-    let (runners, template) = Runners::start().await;
+    let (runners, template) = StandIn::start(client.clone()).await;
     let _reconciler = reconciler(env, &refs(&scoped(&ns, &template, "2")));
     create_session(&client, &ns, "s2", with_workflow()).await;
 
@@ -513,7 +427,7 @@ async fn desired_phase_stopped_stops_a_running_session_and_is_cleared() {
     let Some(env) = installed() else { return };
     let client = env.cp.client().await;
     let ns = env.cp.namespace(&client, "stop").await;
-    let (_runners, template) = Runners::start().await;
+    let (_runners, template) = StandIn::start(client.clone()).await;
     let _reconciler = reconciler(env, &refs(&scoped(&ns, &template, "3")));
     create_session(
         &client,
@@ -570,7 +484,7 @@ async fn status_writes_keep_what_a_concurrent_writer_wrote() {
     let Some(env) = installed() else { return };
     let client = env.cp.client().await;
     let ns = env.cp.namespace(&client, "conflict").await;
-    let (_runners, template) = Runners::start().await;
+    let (_runners, template) = StandIn::start(client.clone()).await;
 
     // Another controller (same principal, its own field manager) writes the
     // runner-owned status fields as fast as it can, before and while the
@@ -655,7 +569,7 @@ async fn a_failed_workflow_notice_is_update_failed_and_retried_until_the_runner_
     let Some(env) = installed() else { return };
     let client = env.cp.client().await;
     let ns = env.cp.namespace(&client, "notice").await;
-    let (runners, template) = Runners::start().await;
+    let (runners, template) = StandIn::start(client.clone()).await;
     runners
         .busy
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -743,7 +657,7 @@ async fn a_controller_restart_neither_loses_nor_repeats_a_notice() {
     let Some(env) = installed() else { return };
     let client = env.cp.client().await;
     let ns = env.cp.namespace(&client, "restart").await;
-    let (runners, template) = Runners::start().await;
+    let (runners, template) = StandIn::start(client.clone()).await;
     let args = scoped(&ns, &template, "3");
     runners
         .busy
@@ -839,7 +753,7 @@ async fn reaching_creating_costs_writes_only_no_reads() {
     let Some(env) = installed() else { return };
     let client = env.cp.client().await;
     let ns = env.cp.namespace(&client, "cost").await;
-    let (_runners, template) = Runners::start().await;
+    let (_runners, template) = StandIn::start(client.clone()).await;
     let probes = format!("127.0.0.1:{}", free_port());
     let mut reconciler = reconciler_at(env, &probes, &refs(&scoped(&ns, &template, "3")));
     let names = ["c1", "c2", "c3"];
@@ -872,8 +786,16 @@ async fn reaching_creating_costs_writes_only_no_reads() {
     assert_eq!(count("create", "pods"), 3.0, "{counts:?}");
     assert_eq!(count("create", "services"), 3.0, "{counts:?}");
     assert_eq!(count("create", "events"), 3.0, "{counts:?}");
-    // Each runner's token Secret, made before its pod.
+    // Each runner's token Secret, made before its pod, and its identity
+    // (the shipped contract's service account, binding and account token).
     assert_eq!(count("create", "secrets"), 3.0, "{counts:?}");
+    assert_eq!(count("create", "serviceaccounts"), 3.0, "{counts:?}");
+    assert_eq!(count("create", "rolebindings"), 3.0, "{counts:?}");
+    assert_eq!(count("create", "serviceaccounts/token"), 3.0, "{counts:?}");
+    // (The one Secret get is the reconciler's key, at start.)
+    for resource in ["serviceaccounts", "rolebindings"] {
+        assert_eq!(count("get", resource), 0.0, "{resource}: {counts:?}");
+    }
     // The egress and ingress NetworkPolicies applied once for the
     // namespace, not once per session.
     assert_eq!(count("patch", "networkpolicies"), 2.0, "{counts:?}");
@@ -889,7 +811,7 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over_without_duplicates(
     let Some(env) = installed() else { return };
     let client = env.cp.client().await;
     let ns = env.cp.namespace(&client, "leader").await;
-    let (runners, template) = Runners::start().await;
+    let (runners, template) = StandIn::start(client.clone()).await;
     let lease = format!("lease-{ns}");
     let args = |id: &str| {
         vec![
@@ -992,7 +914,7 @@ async fn sessions_that_exist_before_the_reconciler_starts_are_all_reconciled() {
     let Some(env) = installed() else { return };
     let client = env.cp.client().await;
     let ns = env.cp.namespace(&client, "pre").await;
-    let (_runners, template) = Runners::start().await;
+    let (_runners, template) = StandIn::start(client.clone()).await;
     let names: Vec<String> = (1..=8).map(|i| format!("pre-{i}")).collect();
     for name in &names {
         create_session(&client, &ns, name, json!({"initialPrompt": "p"})).await;

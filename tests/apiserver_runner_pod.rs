@@ -105,6 +105,10 @@ async fn a_platform_template_shapes_the_runner_pod_under_the_restricted_profile(
             "runner:7",
             "--runner-pod-template",
             &file.display().to_string(),
+            // The template's container `runner` is the runner (the shipped
+            // contract's is ambient-code-runner: tests/apiserver_runner_contract.rs).
+            "--runner-contract",
+            &format!("{ROOT}/examples/runner-contracts/minimal.yaml"),
             "--require-restricted",
             "--runner-egress-deny",
             "10.96.0.0/12",
@@ -193,7 +197,7 @@ async fn a_platform_template_shapes_the_runner_pod_under_the_restricted_profile(
         reconciler
             .wait_log(
                 |l| l["message"]
-                    == "runner pod template reload failed; keeping the last good template"
+                    == "runner pod template reload failed; keeping the last good template and contract"
                     && l["error"].as_str().is_some_and(
                         |e| e.contains("spec.restartPolicy: Unsupported value: \"Always\"")
                     ),
@@ -258,9 +262,19 @@ async fn the_restricted_check_agrees_with_the_apiservers_pod_security_admission(
         ("host port", "spec:\n  containers:\n  - {name: side, image: s, ports: [{containerPort: 80, hostPort: 80}]}\n".into()),
         ("unsafe sysctl", "spec: {securityContext: {sysctls: [{name: kernel.msgmax, value: '65536'}]}}".into()),
     ];
-    let base = RunnerConfig::with_image("runner:1");
+    // The shipped ConfigMap brings its own contract; the others are read
+    // with the minimal one (its runner is the container `runner`).
+    let minimal = std::fs::read_to_string(format!("{ROOT}/examples/runner-contracts/minimal.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = RunnerConfig {
+        contract: std::sync::Arc::new(
+            agentic_webhook::lifecycle::contract::load(&minimal).unwrap_or_else(|e| panic!("{e}")),
+        ),
+        ..RunnerConfig::with_image("runner:1")
+    };
     for (i, (what, text)) in cases.iter().enumerate() {
-        let cfg = template::load(text, &base, false).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let cfg = template::load_pair(Some(text), None, &base, false)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         let ours = template::check_restricted(&cfg);
         let pod = runner_pod(&sample_session(&ns, &format!("pss-{i}")), 1, &cfg);
         let theirs = pods
@@ -326,16 +340,32 @@ fn a_bad_template_at_start_is_refused_with_the_field() {
     let file = dir.path().join("t.yaml");
     std::fs::write(
         &file,
-        "spec:\n  containers:\n  - name: runner\n    env: [{name: REPOS, value: x}]\n",
+        "spec:\n  containers:\n  - name: ambient-code-runner\n    env: [{name: REPOS_JSON, value: x}]\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let (code, stderr) = reconcile_with(&file, &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "runner pod template {}: spec.containers[0].env[0].name: Forbidden: \"REPOS\" is set by the reconciler",
+            "runner pod template and contract ({}): spec.containers[0].env[0].name: Forbidden: \"REPOS_JSON\" is set by the reconciler (the runner contract)",
             file.display()
         )),
+        "{stderr}"
+    );
+    // A bad runner contract stops it the same way, naming its field.
+    std::fs::write(&file, "{}").unwrap_or_else(|e| panic!("{e}"));
+    let contract = dir.path().join("contract.yaml");
+    let minimal = std::fs::read_to_string(format!("{ROOT}/examples/runner-contracts/minimal.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&contract, minimal.replace("format: json", "format: yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (code, stderr) = reconcile_with(
+        &file,
+        &["--runner-contract", &contract.display().to_string()],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(r#"env[0].vars[4].format: Unsupported value: "yaml""#),
         "{stderr}"
     );
     std::fs::write(&file, "spec:\n  hostNetwork: true\n").unwrap_or_else(|e| panic!("{e}"));

@@ -292,7 +292,7 @@ async fn notices_reach_only_the_verified_runner_with_its_token_and_nothing_is_ec
     );
 }
 
-/// Attack 2: set the reconciler's own variables (`REPOS`) or git's
+/// Attack 2: set the reconciler's own variables (`REPOS_JSON`) or git's
 /// (`GIT_CONFIG_*`: `protocol.ext.allow=always` and a repo `ext::sh -c …`).
 #[tokio::test]
 async fn session_variables_cannot_steer_the_runner_or_its_git() {
@@ -307,7 +307,7 @@ async fn session_variables_cannot_steer_the_runner_or_its_git() {
         &ns,
         "s2",
         json!({"initialPrompt": "p", "environmentVariables": {
-            "REPOS": "[{\"url\": \"ext::sh -c id\"}]", "GIT_CONFIG_COUNT": "1",
+            "REPOS_JSON": "[{\"url\": \"ext::sh -c id\"}]", "GIT_CONFIG_COUNT": "1",
             "GIT_CONFIG_KEY_0": "protocol.ext.allow", "GIT_CONFIG_VALUE_0": "always",
             "LD_PRELOAD": "/workspace/x.so"}}),
     )
@@ -429,7 +429,7 @@ async fn a_tenant_cannot_plant_squat_or_relabel_a_runner() {
     .await;
     assert!(
         made.spec
-            .is_some_and(|s| s.containers.iter().any(|c| c.name == "runner"))
+            .is_some_and(|s| s.containers.iter().any(|c| c.name == "ambient-code-runner"))
     );
 }
 

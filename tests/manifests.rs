@@ -399,6 +399,21 @@ fn reconciler_rules() -> Rules {
         ),
         ("", "services", "*", &["get", "list", "watch", "create"]),
         ("", "secrets", "*", &["create", "delete"]),
+        // The runner contract's identity: account, token, binding.
+        ("", "serviceaccounts", "*", &["get", "create"]),
+        ("", "serviceaccounts/token", "*", &["create"]),
+        (
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            "*",
+            &["get", "create"],
+        ),
+        (
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            "ambient-session-runner",
+            &["bind"],
+        ),
         (
             "networking.k8s.io",
             "networkpolicies",
@@ -592,10 +607,25 @@ fn check_runner_template(docs: &[Value], d: &Deployment) {
         .as_ref()
         .and_then(|d| d.get(key))
         .unwrap_or_else(|| panic!("ConfigMap {} has no key {key}", volume.name));
+    // The contract beside it, where its flag says.
+    let contract_path = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--runner-contract="))
+        .unwrap_or_else(|| panic!("no --runner-contract in {args:?}"));
+    let (contract_dir, contract_key) = contract_path.rsplit_once('/').unwrap_or(("", path));
+    assert_eq!(
+        contract_dir, dir,
+        "the contract is mounted beside the template"
+    );
+    let contract_text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(contract_key))
+        .unwrap_or_else(|| panic!("ConfigMap {} has no key {contract_key}", volume.name));
     let base = RunnerConfig::with_image("runner:1");
-    if let Err(e) = template::load(text, &base, true) {
-        panic!("the shipped runner pod template: {e}");
-    }
+    let cfg = template::load_pair(Some(text), Some(contract_text), &base, true)
+        .unwrap_or_else(|e| panic!("the shipped runner pod template and contract: {e}"));
+    assert_eq!(cfg.contract.name, "ambient-runner@0b59fe7");
     // The whole ConfigMap is accepted too (`--runner-pod-template cm.yaml`).
     let whole = serde_json::to_string(&cm).expect("serializes");
     if let Err(e) = template::load(&whole, &base, true) {
@@ -1176,7 +1206,7 @@ mod anp {
 
 #[test]
 fn the_admin_network_policy_component_holds_the_runner_port_and_metadata_whatever_tenants_allow() {
-    use agentic_webhook::lifecycle::world::{METADATA_CIDRS, RUNNER_PORT, runner_selector};
+    use agentic_webhook::lifecycle::world::{METADATA_CIDRS, runner_selector};
     let docs = overlay(
         "admin-network-policy",
         "namespace: platform-webhooks\nresources:\n- ../../../manifests/base\ncomponents:\n- ../../../manifests/components/admin-network-policy\nreplacements:\n- path: namespace-replacements.yaml\n",
@@ -1234,7 +1264,12 @@ fn the_admin_network_policy_component_holds_the_runner_port_and_metadata_whateve
             .iter()
             .map(|p| (p.port_number.port, p.port_number.protocol.as_str()))
             .collect();
-        assert_eq!(ports, [(RUNNER_PORT, "TCP")], "{}", r.name);
+        assert_eq!(
+            ports,
+            [(agentic_webhook::lifecycle::contract::AMBIENT.port, "TCP")],
+            "{}",
+            r.name
+        );
     }
     let reconciler = p.spec.ingress[0].from[0].pods.as_ref().expect("pods peer");
     assert_eq!(

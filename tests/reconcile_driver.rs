@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use agentic_webhook::api::resource::AgenticSession;
 use agentic_webhook::apiclient;
 use agentic_webhook::lifecycle::cache::CacheWriters;
+use agentic_webhook::lifecycle::contract;
 use agentic_webhook::lifecycle::controller::{
     Context, Error, error_policy, reconcile, run_controller,
 };
@@ -59,10 +60,11 @@ struct StubNotifier {
 impl RunnerNotifier for StubNotifier {
     fn notify(&self, runner: RunnerRef<'_>, body: NoticeBody) -> NoticeFuture {
         if let Ok(mut c) = self.calls.lock() {
+            let calls = agentic_webhook::lifecycle::notice::calls(runner.api, &body);
             c.push((
                 runner.namespace.into(),
-                body.path().into(),
-                serde_json::to_value(&body).expect("serializes"),
+                body.what().into(),
+                serde_json::to_value(calls).expect("serializes"),
             ));
         }
         let fail = self.fail;
@@ -133,6 +135,16 @@ fn observed() -> Observed {
     }
 }
 
+/// The named alternative contract (no service account): these tests are
+/// about the driver's faults, not the ambient runner's identity.
+fn minimal_runner() -> RunnerConfig {
+    let text = include_str!("../examples/runner-contracts/minimal.yaml");
+    RunnerConfig {
+        contract: Arc::new(contract::load(text).unwrap_or_else(|e| panic!("{e}"))),
+        ..RunnerConfig::with_image("runner:test")
+    }
+}
+
 fn ctx(client: kube::Client, notifier: Arc<StubNotifier>) -> Arc<Context> {
     ctx_with_metrics(client, notifier, observed().metrics)
 }
@@ -144,7 +156,7 @@ fn ctx_with_metrics(
 ) -> Arc<Context> {
     Context::new(
         client,
-        RunnerConfig::with_image("runner:test"),
+        minimal_runner(),
         PlanConfig::default(),
         notifier,
         metrics,
@@ -623,4 +635,120 @@ async fn notices_are_remembered_per_runner_pod_and_forgotten_with_the_session() 
     ctx.retain_sessions(&[]);
     assert_eq!(ctx.notice_entries(), 0);
     assert_eq!(gauge(&metrics), Some(0.0));
+}
+
+/// The shipped (ambient-code) contract: before its pod, the runner gets
+/// the session's service account, its binding to the runner ClusterRole and
+/// a fresh token of it in the token Secret, in that order, all owned by the
+/// session.
+#[tokio::test]
+async fn the_ambient_runner_gets_its_account_binding_and_token_before_its_pod() {
+    let obj = session(json!({"phase": "Pending", "attempt": 1}), json!({}));
+    let pending = json!({"waiting": {"reason": "ContainerCreating"}});
+    let mut pod = runner_pod(1, pending, false);
+    pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] =
+        json!("ambient-code-runner");
+    let (client, log) = mockapi::client(vec![
+        ok(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                  "metadata": {"name": "ambient-session-s1", "namespace": "team-a"}})),
+        ok(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                  "metadata": {"name": "ambient-session-s1-rb", "namespace": "team-a"},
+                  "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                              "name": "ambient-session-runner"}}),
+        ),
+        ok(
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                  "spec": {"audiences": []},
+                  "status": {"token": "minted", "expirationTimestamp": "2026-11-23T07:00:00Z"}}),
+        ),
+        ok(secret()),
+        ok(pod),
+        ok(obj.clone()),
+    ]);
+    let ctx = Context::new(
+        client,
+        RunnerConfig::with_image("runner:test"),
+        PlanConfig::default(),
+        Arc::new(StubNotifier::default()),
+        observed().metrics,
+        marker(),
+    )
+    .with_clock(clock);
+    let _writers = seed(&ctx, vec![], vec![service()]);
+    reconcile(parse(obj), ctx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        lines(&log),
+        vec![
+            "POST /api/v1/namespaces/team-a/serviceaccounts?".to_owned(),
+            "POST /apis/rbac.authorization.k8s.io/v1/namespaces/team-a/rolebindings?".to_owned(),
+            "POST /api/v1/namespaces/team-a/serviceaccounts/ambient-session-s1/token?".to_owned(),
+            format!("POST {SECRETS}?"),
+            format!("POST {PODS}?"),
+            status_apply(),
+            events_post()
+        ]
+    );
+    let rec = mockapi::recorded(&log);
+    let body = |i: usize| rec.get(i).and_then(|r| r.body.clone()).unwrap_or_default();
+    let owner = json!([{"apiVersion": "vteam.ambient-code/v1alpha2", "kind": "AgenticSession",
+        "name": "s1", "uid": "uid-s1", "controller": true, "blockOwnerDeletion": true}]);
+    assert_eq!(body(0)["metadata"]["ownerReferences"], owner);
+    assert_eq!(body(0)["automountServiceAccountToken"], false);
+    assert_eq!(
+        body(1)["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ambient-session-runner"})
+    );
+    assert_eq!(
+        body(1)["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "ambient-session-s1", "namespace": "team-a"}])
+    );
+    assert_eq!(body(1)["metadata"]["ownerReferences"], owner);
+    // base64("minted"): the account's token, beside the notice token.
+    assert_eq!(body(3)["data"]["k8s-token"], "bWludGVk");
+    assert!(body(3)["data"]["agui-token"].is_string());
+    assert_eq!(body(4)["spec"]["serviceAccountName"], "ambient-session-s1");
+    assert_eq!(
+        body(4)["spec"]["containers"][0]["name"],
+        "ambient-code-runner"
+    );
+}
+
+/// A service account of that name the session does not own: no token is
+/// minted for it, no pod runs as it.
+#[tokio::test]
+async fn a_service_account_the_session_does_not_own_is_never_used() {
+    let obj = session(json!({"phase": "Pending", "attempt": 1}), json!({}));
+    let (client, log) = mockapi::client(vec![
+        status(409, "AlreadyExists"),
+        ok(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                  "metadata": {"name": "ambient-session-s1", "namespace": "team-a"}})),
+    ]);
+    let ctx = Context::new(
+        client,
+        RunnerConfig::with_image("runner:test"),
+        PlanConfig::default(),
+        Arc::new(StubNotifier::default()),
+        observed().metrics,
+        marker(),
+    )
+    .with_clock(clock);
+    let _writers = seed(&ctx, vec![], vec![service()]);
+    let err = reconcile(parse(obj), ctx)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        err.as_deref(),
+        Some("ServiceAccount ambient-session-s1: taken by an object the session does not own")
+    );
+    assert_eq!(
+        lines(&log),
+        vec![
+            "POST /api/v1/namespaces/team-a/serviceaccounts?".to_owned(),
+            "GET /api/v1/namespaces/team-a/serviceaccounts/ambient-session-s1".to_owned(),
+        ]
+    );
 }

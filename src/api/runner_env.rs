@@ -3,27 +3,36 @@
 //! never replaces one of these, nor sets one of [`controls_process`]), so
 //! the two can never disagree.
 
-/// What this product's reconciler gives the runner container from the
-/// session and its attempt.
+/// What the reconciler gives the runner pod's containers from the session
+/// under the shipped runner contract (`manifests/base/runner-template.yaml`,
+/// the ambient-code runner's): every variable it sets, less those it reads
+/// from the session's own variables (`PARENT_SESSION_ID`). The reconciler
+/// reads them from the contract; a test keeps this list equal to it.
 pub const RECONCILER: &[&str] = &[
-    "SESSION_NAME",
-    "NAMESPACE",
-    "ATTEMPT",
+    "ACTIVE_WORKFLOW_BRANCH",
+    "ACTIVE_WORKFLOW_GIT_URL",
+    "ACTIVE_WORKFLOW_PATH",
+    "AGENTIC_SESSION_NAME",
+    "AGENTIC_SESSION_NAMESPACE",
+    "AGUI_PORT",
+    "AGUI_TOKEN",
+    "BOT_TOKEN",
+    "CUSTOM_MCP_SERVERS",
     "INITIAL_PROMPT",
-    "REPOS",
-    "MAIN_REPO",
-    "INTERACTIVE",
-    "RUNNER_PORT",
+    "IS_RESUME",
+    "LLM_MAX_TOKENS",
     "LLM_MODEL",
     "LLM_TEMPERATURE",
-    "LLM_MAX_TOKENS",
-    "TIMEOUT_SECONDS",
-    "INACTIVITY_TIMEOUT_SECONDS",
-    "STOP_ON_RUN_FINISHED",
-    "AUTO_PUSH_ON_COMPLETE",
-    "MCP_SERVERS",
-    // From the reconciler's Secret: the token notices carry.
-    "AGUI_TOKEN",
+    "MAIN_REPO_INDEX",
+    "MAIN_REPO_NAME",
+    "NAMESPACE",
+    "PROJECT_NAME",
+    "REPOS_JSON",
+    "SESSION_ID",
+    "SESSION_NAME",
+    "TIMEOUT",
+    "USER_ID",
+    "USER_NAME",
 ];
 
 /// What the ambient-code platform's operator sets in the runner pod's
@@ -122,13 +131,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_platforms_s3_names_are_reserved_but_its_s3_credentials_are_the_sessions() {
+    fn the_runner_contracts_names_are_reserved_but_the_backends_own_are_not() {
         for name in [
             "SESSION_NAME",
             "S3_BUCKET",
             "SYNC_INTERVAL",
-            "REPOS",
-            "MCP_SERVERS",
+            "AGENTIC_SESSION_NAME",
+            "REPOS_JSON",
+            "ACTIVE_WORKFLOW_GIT_URL",
+            "CUSTOM_MCP_SERVERS",
+            "LLM_TEMPERATURE",
+            "AGUI_TOKEN",
+            "BOT_TOKEN",
+            "IS_RESUME",
         ] {
             assert!(is_reserved(name), "{name}");
         }

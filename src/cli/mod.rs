@@ -8,7 +8,9 @@ pub(crate) mod input;
 pub mod manifests;
 pub mod migrate;
 mod reconcile;
+mod render;
 pub(crate) mod review;
+pub(crate) mod runner;
 mod serve;
 mod verify;
 
@@ -74,6 +76,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run the lifecycle controller for AgenticSessions (owns runner pods and services).
     Reconcile(reconcile::ReconcileArgs),
+    /// Print, offline, the objects the reconciler would create for sessions (runner pod, Service, Secret, ServiceAccount, RoleBinding, NetworkPolicies).
+    Render(Box<render::RenderArgs>),
     /// Print the version, the git commit, the build date and the compiler.
     Version(VersionArgs),
     /// Print a shell completion script (e.g. `source <(agentic-webhook completion bash)`).
@@ -300,6 +304,7 @@ pub fn main() -> ExitCode {
         Command::Manifests(args) => manifests::run(&args),
         Command::Migrate(args) => migrate::run(&args),
         Command::Reconcile(args) => reconcile::run(&args),
+        Command::Render(args) => render::run(&args),
         Command::Version(args) => Ok(version(&args)),
         Command::Completion(args) => Ok(completion(&args)),
     };

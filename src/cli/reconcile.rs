@@ -1,14 +1,12 @@
 //! `agentic-webhook reconcile`: the lifecycle controller.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio_util::sync::CancellationToken;
 
@@ -16,39 +14,20 @@ use crate::lifecycle::controller::{Context, run_controller};
 use crate::lifecycle::metrics::{ApiRequestLabels, Metrics};
 use crate::lifecycle::notice::{DEFAULT_RUNNER_URL_TEMPLATE, HttpNotifier, RunnerUrlTemplate};
 use crate::lifecycle::plan::PlanConfig;
-use crate::lifecycle::template;
 use crate::lifecycle::world::RunnerConfig;
+
+use super::runner::RunnerArgs;
 use crate::telemetry::Registry;
 use crate::telemetry::probes::{self, Health};
-use crate::{apiclient, duration, filewatch, quantity};
+use crate::{apiclient, duration, filewatch};
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct ReconcileArgs {
     #[command(flatten)]
     kube: super::KubeArgs,
     /// Image of the runner container.
-    #[arg(
-        long,
-        env = "AGENTIC_RUNNER_IMAGE",
-        default_value = "quay.io/ambient_code/vteam_claude_runner:v0.1.0"
-    )]
-    runner_image: String,
-    /// The runner pod's shape: a PodTemplateSpec (YAML or JSON), a Pod, a
-    /// PodTemplate, or a ConfigMap holding one. The reconciler fills in the
-    /// `runner` container and what it owns; the rest is kept. Reloaded when
-    /// the file changes; a bad reload keeps the last good template.
-    #[arg(long, env = "AGENTIC_RUNNER_POD_TEMPLATE")]
-    runner_pod_template: Option<PathBuf>,
-    /// Refuse a template whose pod breaks the restricted Pod Security Standard.
-    #[arg(long, env = "AGENTIC_REQUIRE_RESTRICTED")]
-    require_restricted: bool,
-    /// CPU request of the runner container when the template sets none.
-    #[arg(long, default_value = "1", value_parser = quantity::positive_flag)]
-    runner_cpu: Quantity,
-    /// Memory request and limit of the runner container when the template
-    /// sets neither.
-    #[arg(long, default_value = "4Gi", value_parser = quantity::positive_flag)]
-    runner_memory: Quantity,
+    #[command(flatten)]
+    runner: RunnerArgs,
     /// Give each namespace with runners the NetworkPolicy
     /// `agentic-runner-egress`: runners may not reach the cloud metadata
     /// addresses nor --runner-egress-deny networks, whatever a git host
@@ -185,82 +164,46 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
 /// How often the template file is re-read besides the directory watch.
 const TEMPLATE_POLL: Duration = Duration::from_secs(5);
 
-impl ReconcileArgs {
-    fn runner_base(&self) -> RunnerConfig {
-        RunnerConfig {
-            image: self.runner_image.clone(),
-            template: Default::default(),
-            cpu: Some(self.runner_cpu.clone()),
-            memory: Some(self.runner_memory.clone()),
-        }
-    }
-}
-
-fn template_text(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<String> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| anyhow::anyhow!("runner pod template {}: not UTF-8", path.display()))
-}
-
-/// The runner config at start (a bad template stops the reconciler here),
-/// and the fingerprint of the file it came from.
-fn load_runner(args: &ReconcileArgs) -> anyhow::Result<(RunnerConfig, u64)> {
-    let base = args.runner_base();
-    let Some(path) = &args.runner_pod_template else {
-        if args.require_restricted {
-            template::check_restricted(&base)?;
-        }
-        return Ok((base, 0));
-    };
-    let (fp, contents) = filewatch::snapshot(std::slice::from_ref(path));
-    let bytes = contents?.concat();
-    let cfg = template::load(
-        &template_text(path, &bytes)?,
-        &base,
-        args.require_restricted,
-    )
-    .with_context(|| format!("runner pod template {}", path.display()))?;
-    tracing::info!(template = %path.display(), "runner pod template loaded");
+/// The runner config at start (a bad template or contract stops the
+/// reconciler here), and the fingerprint of the files it came from.
+fn load_runner(args: &RunnerArgs) -> anyhow::Result<(RunnerConfig, u64)> {
+    let files = args.files();
+    let (fp, contents) = filewatch::snapshot(&files);
+    let cfg = args.config(&files, &contents?)?;
+    tracing::info!(files = ?files, contract = %cfg.contract.name, "runner pod template and contract loaded");
     Ok((cfg, fp))
 }
 
-/// Swap in each good new template; keep the last good one otherwise.
+/// Swap in each good new template and contract; keep the last good pair otherwise.
 async fn reload_runner(
-    path: PathBuf,
-    base: RunnerConfig,
-    require_restricted: bool,
+    args: RunnerArgs,
     fingerprint: u64,
     slot: Arc<ArcSwap<RunnerConfig>>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    filewatch::watch(
-        vec![path.clone()],
-        fingerprint,
-        TEMPLATE_POLL,
-        stop,
-        move |contents| {
-            let loaded = contents
-                .map_err(anyhow::Error::from)
-                .and_then(|files| template_text(&path, &files.concat()))
-                .and_then(|text| Ok(template::load(&text, &base, require_restricted)?));
-            match loaded {
-                Ok(cfg) => {
-                    slot.store(Arc::new(cfg));
-                    metrics.template_reload(true);
-                    tracing::info!(template = %path.display(), "runner pod template reloaded");
-                }
-                Err(e) => {
-                    metrics.template_reload(false);
-                    tracing::error!(template = %path.display(), error = %e, "runner pod template reload failed; keeping the last good template");
-                }
+    let files = args.files();
+    filewatch::watch(files.clone(), fingerprint, TEMPLATE_POLL, stop, move |contents| {
+        let loaded = contents
+            .map_err(anyhow::Error::from)
+            .and_then(|c| args.config(&files, &c));
+        match loaded {
+            Ok(cfg) => {
+                tracing::info!(files = ?files, contract = %cfg.contract.name, "runner pod template and contract reloaded");
+                slot.store(Arc::new(cfg));
+                metrics.template_reload(true);
             }
-        },
-    )
+            Err(e) => {
+                metrics.template_reload(false);
+                tracing::error!(files = ?files, error = format!("{e:#}"), "runner pod template reload failed; keeping the last good template and contract");
+            }
+        }
+    })
     .await;
 }
 
 async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
-    let (runner, template_fp) = load_runner(args)?;
+    let (runner, template_fp) = load_runner(&args.runner)?;
     let registry = Registry::new();
     let metrics = Metrics::register(&registry);
     let health = Health::without_tls();
@@ -350,11 +293,9 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
             also: args.runner_ingress_from.clone(),
         })
     };
-    if let Some(path) = args.runner_pod_template.clone() {
+    if !args.runner.files().is_empty() {
         tokio::spawn(reload_runner(
-            path,
-            args.runner_base(),
-            args.require_restricted,
+            args.runner.clone(),
             template_fp,
             ctx.runner.clone(),
             ctx.metrics.clone(),

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action as Requeue, Controller, Error as ControllerError};
@@ -36,6 +38,7 @@ use crate::api::v1alpha2::API_VERSION;
 use crate::telemetry::ResultLabel;
 
 use super::cache::{Cache, CacheWriters};
+use super::contract::Contract;
 use super::events;
 use super::mark::Marker;
 use super::memory::{Memory, owned_status};
@@ -71,6 +74,8 @@ pub enum Error {
     Timeout(Duration),
     #[error("the pod and service caches stopped")]
     CacheGone,
+    #[error("{0}")]
+    Taken(String),
 }
 
 /// What every reconcile shares.
@@ -343,7 +348,7 @@ async fn act(
     let marker = ctx.cache.marker();
     match action {
         Action::CreateService => {
-            let mut svc = world::runner_service(session);
+            let mut svc = world::runner_service(session, &ctx.runner.load().contract);
             world::mark_service(&mut svc, &uid, marker);
             let svc_name = service_name(&name);
             match services.create(&PostParams::default(), &svc).await {
@@ -365,9 +370,19 @@ async fn act(
             attempt,
             name: pod_name,
         } => {
+            // One config for the whole attempt: its identity, tokens and pod agree.
+            let runner = ctx.runner.load_full();
             ensure_policies(ctx, &ns).await?;
-            ensure_token(ctx, session, *attempt).await?;
-            let mut pod = world::runner_pod(session, *attempt, &ctx.runner.load());
+            let sa_token = ensure_identity(ctx, session, &runner.contract).await?;
+            ensure_token(
+                ctx,
+                session,
+                *attempt,
+                &runner.contract,
+                sa_token.as_deref(),
+            )
+            .await?;
+            let mut pod = world::runner_pod(session, *attempt, &runner);
             world::mark_pod(&mut pod, &uid, *attempt, marker);
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(created) => {
@@ -413,16 +428,90 @@ fn is(e: &kube::Error, f: fn(&kube::core::Status) -> bool) -> bool {
     crate::apiclient::is_api_status(e, f)
 }
 
+/// The session's service account and its binding to the contract's
+/// ClusterRole (made once, kept while the session lives), and a fresh token
+/// of it for this attempt. An object of that name the session does not own
+/// is an error: its runner must not run as someone else's account.
+async fn ensure_identity(
+    ctx: &Context,
+    session: &AgenticSession,
+    contract: &Contract,
+) -> Result<Option<String>, Error> {
+    let (Some(sa), Some(rb)) = (
+        world::runner_service_account(session, contract),
+        world::runner_role_binding(session, contract),
+    ) else {
+        return Ok(None);
+    };
+    let ns = session.namespace().unwrap_or_default();
+    let uid = session.metadata.uid.clone().unwrap_or_default();
+    let sa_name = sa.metadata.name.clone().unwrap_or_default();
+    let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &ns);
+    create_owned(&accounts, &sa, &uid, "ServiceAccount").await?;
+    let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), &ns);
+    create_owned(&bindings, &rb, &uid, "RoleBinding").await?;
+    if contract.service_account_key.is_none() {
+        return Ok(None);
+    }
+    let request = TokenRequest {
+        metadata: Default::default(),
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            ..TokenRequestSpec::default()
+        },
+        status: None,
+    };
+    let minted = accounts
+        .create_token_request(&sa_name, &PostParams::default(), &request)
+        .await?;
+    Ok(minted.status.map(|s| s.token))
+}
+
+/// Create `obj`, or accept the one already there if the session owns it.
+async fn create_owned<K>(api: &Api<K>, obj: &K, session_uid: &str, kind: &str) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => Ok(()),
+        Err(e) if is(&e, kube::core::Status::is_already_exists) => {
+            let found = api.get_opt(&name).await?;
+            let owned = found.is_some_and(|f| {
+                f.meta()
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.uid == session_uid && r.controller == Some(true))
+            });
+            if owned {
+                Ok(())
+            } else {
+                Err(Error::Taken(format!(
+                    "{kind} {name}: taken by an object the session does not own"
+                )))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The runner's token Secret for `attempt`, before its pod: made fresh
 /// (a Secret of that name the reconciler cannot vouch for is replaced, so
 /// a pre-made one never decides the runner's token).
-async fn ensure_token(ctx: &Context, session: &AgenticSession, attempt: i64) -> Result<(), Error> {
+async fn ensure_token(
+    ctx: &Context,
+    session: &AgenticSession,
+    attempt: i64,
+    contract: &Contract,
+    service_account_token: Option<&str>,
+) -> Result<(), Error> {
     let ns = session.namespace().unwrap_or_default();
     let uid = session.metadata.uid.clone().unwrap_or_default();
     let token = ctx.cache.marker().token(&uid, attempt);
-    let secret = world::runner_token_secret(session, &token);
+    let secret = world::runner_token_secret(session, contract, &token, service_account_token);
     let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let name = world::token_secret_name(&session.name_any());
+    let name = contract.token_secret.render(&session.name_any());
     for _ in 0..3 {
         match api.create(&PostParams::default(), &secret).await {
             Ok(_) => return Ok(()),
@@ -450,7 +539,11 @@ fn desired_policies(ctx: &Context, ns: &str) -> Vec<NetworkPolicy> {
         out.push(world::runner_egress_policy(ns, denied));
     }
     if let Some(from) = &ctx.ingress {
-        out.push(world::runner_ingress_policy(ns, from));
+        out.push(world::runner_ingress_policy(
+            ns,
+            from,
+            ctx.runner.load().contract.port,
+        ));
     }
     out
 }
@@ -578,7 +671,16 @@ async fn reconcile_once(cached: &AgenticSession, ctx: &Context) -> Result<Requeu
         for action in &planned.actions {
             match action {
                 Action::NotifyWorkflow(w) => notices.push(NoticeBody::Workflow(w.clone())),
-                Action::NotifyRepos(r) => notices.push(NoticeBody::Repos { repos: r.clone() }),
+                // From what the runner was last known to have (its pod's
+                // repos once it started, then each applied notice).
+                Action::NotifyRepos(r) => notices.push(NoticeBody::Repos {
+                    from: session
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.reconciled_repos.clone())
+                        .unwrap_or_default(),
+                    to: r.clone(),
+                }),
                 Action::ClearDesiredPhase => clear_desired = true,
                 other => {
                     if let Acted::Taken = act(other, session, ctx, &pods, &services).await? {
@@ -604,6 +706,7 @@ async fn reconcile_once(cached: &AgenticSession, ctx: &Context) -> Result<Requeu
         .iter()
         .any(|n| matches!(n, NoticeBody::Repos { .. }));
     if let (false, Some(runner_uid)) = (notices.is_empty(), runner_uid) {
+        let contract = ctx.runner.load().contract.clone();
         for body in notices {
             let attempt = current_attempt(session);
             let token = ctx
@@ -616,10 +719,12 @@ async fn reconcile_once(cached: &AgenticSession, ctx: &Context) -> Result<Requeu
                 attempt,
                 pod_ip: runner_ip.as_deref(),
                 token: &token,
+                port: contract.port,
+                api: &contract.notices,
             };
             let result = ctx.notifier.notify(runner, body.clone()).await;
             if let Err(e) = &result {
-                tracing::warn!(session = %name, namespace = %ns, error = %e, path = body.path(), "runner notice failed");
+                tracing::warn!(session = %name, namespace = %ns, error = %e, notice = body.what(), "runner notice failed");
             }
             let at = (ctx.clock)();
             match body {
@@ -627,9 +732,8 @@ async fn reconcile_once(cached: &AgenticSession, ctx: &Context) -> Result<Requeu
                     ctx.memory
                         .record_workflow(&skey, &runner_uid, w, &result, at)
                 }
-                NoticeBody::Repos { repos } => {
-                    ctx.memory
-                        .record_repos(&skey, &runner_uid, repos, &result, at)
+                NoticeBody::Repos { to, .. } => {
+                    ctx.memory.record_repos(&skey, &runner_uid, to, &result, at)
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! template ([`template`], checked against the [`restricted`] profile).
 
 pub mod cache;
+pub mod contract;
 pub mod controller;
 pub(crate) mod events;
 pub(crate) mod key;
@@ -13,6 +14,7 @@ pub(crate) mod memory;
 pub mod metrics;
 pub mod notice;
 pub mod plan;
+pub mod render;
 pub(crate) mod restricted;
 pub mod template;
 pub mod world;

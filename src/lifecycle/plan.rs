@@ -632,7 +632,9 @@ impl Planner<'_> {
                     attempt + 1
                 ),
             );
-            self.st.start_time = None;
+            // startTime stays: it says a runner of this session started
+            // before (the runner contract's IS_RESUME), until the next
+            // runner's start replaces it.
             self.cond(
                 POD_CREATED,
                 ConditionStatus::False,
@@ -1051,7 +1053,8 @@ impl Planner<'_> {
         }
         self.st.phase = Some(Phase::Pending);
         self.st.attempt = Some(1);
-        self.st.start_time = None;
+        // startTime stays (a runner ran before: IS_RESUME), as the
+        // platform's operator keeps it over a restart.
         self.st.completion_time = None;
         self.st.stopped_reason = None;
         self.forget_runner("restarted by desired-phase Running");

@@ -402,6 +402,9 @@ fn runner_oom_while_sidecar_alive_is_a_failed_attempt() {
         }]
     );
     assert!(cond_is(&p, RUNNER_STARTED, CS::False, "OOMKilled"));
+    // A runner started before: the next one resumes (IS_RESUME reads it).
+    assert_eq!(p.status.start_time, st.start_time);
+    assert!(p.status.start_time.is_some());
     // The next round builds attempt 2's pod from the current spec.
     let next = run(Some(&p.status), &world(None));
     assert_eq!(
@@ -463,6 +466,8 @@ fn creating_image_pull_failure_is_a_failed_attempt() {
         (p.status.phase, p.status.attempt),
         (Some(Phase::Pending), Some(2))
     );
+    // No runner ever started: the next one runs the prompt, no resume.
+    assert_eq!(p.status.start_time, None);
     let creating = run(
         Some(&status(Phase::Creating, 1)),
         &world(Some(pod(

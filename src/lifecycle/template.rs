@@ -12,10 +12,11 @@ use serde_json::Value;
 
 use crate::api::resource::AgenticSession;
 
+use super::contract::Contract;
 use super::restricted;
 use super::world::{
-    ANNOTATION_GENERATION, ANNOTATION_REPOS, OWNED_LABELS, RUNNER_CONTAINER, RUNNER_ENV,
-    RUNNER_PORT, RunnerConfig, runner_pod,
+    ANNOTATION_DEFAULT_CONTAINER, ANNOTATION_GENERATION, ANNOTATION_REPOS, OWNED_LABELS,
+    RunnerConfig, runner_pod,
 };
 
 /// One thing wrong with a template, at a field path.
@@ -74,7 +75,7 @@ pub fn load(
     require_restricted: bool,
 ) -> Result<RunnerConfig, TemplateError> {
     let Parsed { template, prefix } = parse(text)?;
-    let problems: Vec<Problem> = check_owned(&template)
+    let problems: Vec<Problem> = check_owned(&template, &base.contract)
         .into_iter()
         .map(|p| Problem::new(format!("{prefix}{}", p.field), p.message))
         .collect();
@@ -89,6 +90,39 @@ pub fn load(
         check_restricted(&cfg)?;
     }
     Ok(cfg)
+}
+
+/// The runner config from a template text and a contract text (either may
+/// be absent): the contract from its own file, else from the template's
+/// ConfigMap (key `runner-contract.yaml`), else the shipped one; then the
+/// template checked against that contract.
+pub fn load_pair(
+    template: Option<&str>,
+    contract: Option<&str>,
+    base: &RunnerConfig,
+    require_restricted: bool,
+) -> Result<RunnerConfig, TemplateError> {
+    let beside = match template {
+        Some(t) => super::contract::from_configmap(t).ok().flatten(),
+        None => None,
+    };
+    let contract = match contract {
+        Some(text) => super::contract::load(text)?,
+        None => beside.unwrap_or_else(|| (*base.contract).clone()),
+    };
+    let base = RunnerConfig {
+        contract: std::sync::Arc::new(contract),
+        ..base.clone()
+    };
+    match template {
+        Some(text) => load(text, &base, require_restricted),
+        None => {
+            if require_restricted {
+                check_restricted(&base)?;
+            }
+            Ok(base)
+        }
+    }
 }
 
 /// The restricted profile over the pod `cfg` makes (paths are the pod's).
@@ -283,7 +317,7 @@ fn unknown_fields(given: &Value, back: &Value, path: &str, out: &mut Vec<Problem
 const SET_BY_RECONCILER: &str = "Forbidden: set by the reconciler";
 
 /// What the template may not say because the reconciler says it.
-fn check_owned(t: &PodTemplateSpec) -> Vec<Problem> {
+fn check_owned(t: &PodTemplateSpec, contract: &Contract) -> Vec<Problem> {
     let mut out = Vec::new();
     let meta = t.metadata.clone().unwrap_or_default();
     for (field, set) in [
@@ -297,7 +331,7 @@ fn check_owned(t: &PodTemplateSpec) -> Vec<Problem> {
         }
     }
     for key in meta.labels.iter().flat_map(|l| l.keys()) {
-        if OWNED_LABELS.contains(&key.as_str()) {
+        if OWNED_LABELS.contains(&key.as_str()) || contract.pod_labels.contains_key(key) {
             out.push(Problem::new(
                 format!("metadata.labels[{key}]"),
                 SET_BY_RECONCILER,
@@ -305,7 +339,10 @@ fn check_owned(t: &PodTemplateSpec) -> Vec<Problem> {
         }
     }
     for key in meta.annotations.iter().flat_map(|a| a.keys()) {
-        if key == ANNOTATION_REPOS || key == ANNOTATION_GENERATION {
+        if key == ANNOTATION_REPOS
+            || key == ANNOTATION_GENERATION
+            || key == ANNOTATION_DEFAULT_CONTAINER
+        {
             out.push(Problem::new(
                 format!("metadata.annotations[{key}]"),
                 SET_BY_RECONCILER,
@@ -313,6 +350,26 @@ fn check_owned(t: &PodTemplateSpec) -> Vec<Problem> {
         }
     }
     let Some(spec) = &t.spec else { return out };
+    if let Some(sa) = &contract.service_account {
+        if spec.service_account_name.is_some() || spec.service_account.is_some() {
+            out.push(Problem::new(
+                "spec.serviceAccountName",
+                "Forbidden: set by the reconciler (the runner contract's service account)",
+            ));
+        }
+        let volume = sa.token_file.as_ref().map(|f| f.volume.as_str());
+        for (i, v) in spec.volumes.iter().flatten().enumerate() {
+            if Some(v.name.as_str()) == volume {
+                out.push(Problem::new(
+                    format!("spec.volumes[{i}].name"),
+                    format!(
+                        "Duplicate value: {:?} is the runner contract's token volume",
+                        v.name
+                    ),
+                ));
+            }
+        }
+    }
     if let Some(policy) = spec.restart_policy.as_deref().filter(|p| *p != "Never") {
         out.push(Problem::new(
             "spec.restartPolicy",
@@ -326,17 +383,20 @@ fn check_owned(t: &PodTemplateSpec) -> Vec<Problem> {
     let init = spec.init_containers.iter().flatten().enumerate();
     for (i, c) in init {
         let path = format!("spec.initContainers[{i}]");
-        if c.name == RUNNER_CONTAINER {
+        if c.name == contract.container {
             out.push(Problem::new(
                 format!("{path}.name"),
-                "Forbidden: the runner is the container named \"runner\" in spec.containers",
+                format!(
+                    "Forbidden: the runner is the container named {:?} in spec.containers",
+                    contract.container
+                ),
             ));
         }
-        check_container(&path, c, false, &mut names, &mut out);
+        check_container(&path, c, contract, &mut names, &mut out);
     }
     for (i, c) in spec.containers.iter().enumerate() {
         let path = format!("spec.containers[{i}]");
-        check_container(&path, c, c.name == RUNNER_CONTAINER, &mut names, &mut out);
+        check_container(&path, c, contract, &mut names, &mut out);
     }
     out
 }
@@ -344,10 +404,12 @@ fn check_owned(t: &PodTemplateSpec) -> Vec<Problem> {
 fn check_container(
     path: &str,
     c: &Container,
-    runner: bool,
+    contract: &Contract,
     names: &mut BTreeSet<String>,
     out: &mut Vec<Problem>,
 ) {
+    let runner = c.name == contract.container;
+    let port = contract.port;
     if !names.insert(c.name.clone()) {
         out.push(Problem::new(
             format!("{path}.name"),
@@ -355,23 +417,34 @@ fn check_container(
         ));
     }
     for (i, p) in c.ports.iter().flatten().enumerate() {
-        if p.container_port == RUNNER_PORT || (runner && p.name.as_deref() == Some("http")) {
+        if p.container_port == port || (runner && p.name.as_deref() == Some(&contract.port_name)) {
             out.push(Problem::new(
                 format!("{path}.ports[{i}]"),
-                format!("Forbidden: port {RUNNER_PORT} named \"http\" is the runner's, set by the reconciler"),
+                format!(
+                    "Forbidden: port {port} named {:?} is the runner's, set by the reconciler",
+                    contract.port_name
+                ),
+            ));
+        }
+    }
+    // The contract's variables for this container are the session's.
+    let owned: BTreeSet<String> = contract
+        .env_names(&c.name)
+        .chain(runner.then(|| contract.reserved()).into_iter().flatten())
+        .collect();
+    for (i, e) in c.env.iter().flatten().enumerate() {
+        if owned.contains(&e.name) {
+            out.push(Problem::new(
+                format!("{path}.env[{i}].name"),
+                format!(
+                    "Forbidden: {:?} is set by the reconciler (the runner contract)",
+                    e.name
+                ),
             ));
         }
     }
     if !runner {
         return;
-    }
-    for (i, e) in c.env.iter().flatten().enumerate() {
-        if RUNNER_ENV.contains(&e.name.as_str()) {
-            out.push(Problem::new(
-                format!("{path}.env[{i}].name"),
-                format!("Forbidden: {:?} is set by the reconciler", e.name),
-            ));
-        }
     }
     if c.readiness_probe.is_some() {
         out.push(Problem::new(

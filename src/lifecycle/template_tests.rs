@@ -4,10 +4,39 @@ use serde_json::{Value, json};
 use super::*;
 use crate::lifecycle::world::{LABEL_SESSION, pod_attempt};
 
+/// A small runner contract, so these tests read as the template's.
+pub(crate) const TEST_CONTRACT: &str = r#"
+apiVersion: agentic.vteam.ambient-code/v1
+kind: RunnerContract
+name: test-runner
+sessionVersion: v1alpha2
+runner: {container: runner, port: {name: http, number: 8001}, health: /health}
+tokenSecret: {name: "ambient-runner-token-{name}", noticeKey: agui-token}
+sessionVariables: [runner]
+env:
+- containers: [runner]
+  vars:
+  - {name: SESSION_NAME, from: metadata.name}
+  - {name: ATTEMPT, from: attempt}
+  - {name: INITIAL_PROMPT, from: spec.initialPrompt}
+  - {name: REPOS, from: spec.repos, format: json}
+  - {name: LLM_MODEL, from: spec.llmSettings.model, when: set}
+  - {name: AGUI_TOKEN, secretKey: noticeKey}
+notices:
+  header: X-Ambient-Session-Token
+  defaultBranch: main
+  workflow: {path: /workflow, body: {gitUrl: "{gitUrl}", branch: "{branch}", path: "{path}"}}
+  repoAdd: {path: /repos/add, body: {url: "{url}", branch: "{branch}", name: "{name}"}}
+  repoRemove: {path: /repos/remove, body: {name: "{name}"}}
+"#;
+
 fn base() -> RunnerConfig {
     RunnerConfig {
         image: "runner:1".into(),
         template: PodTemplateSpec::default(),
+        contract: std::sync::Arc::new(
+            crate::lifecycle::contract::load(TEST_CONTRACT).unwrap_or_else(|e| panic!("{e}")),
+        ),
         cpu: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
             "1".into(),
         )),
@@ -160,7 +189,16 @@ fn without_a_template_the_runner_is_restricted_and_never_best_effort() {
     );
     assert_eq!(check_restricted(&cfg), Ok(()));
     // No flags, no template: no resources at all rather than an empty object.
-    let bare = runner_pod(&session(json!({})), 1, &RunnerConfig::with_image("r"));
+    let bare = runner_pod(
+        &session(json!({})),
+        1,
+        &RunnerConfig {
+            image: "r".into(),
+            cpu: None,
+            memory: None,
+            ..base()
+        },
+    );
     let bare = serde_json::to_value(bare).expect("serializes");
     assert_eq!(bare["spec"]["containers"][0].get("resources"), None);
 }
@@ -270,7 +308,7 @@ fn fields_the_reconciler_owns_are_refused_by_path() {
         ),
         (
             "spec:\n  containers:\n  - name: runner\n    env: [{name: A, value: b}, {name: INITIAL_PROMPT, value: x}]",
-            "spec.containers[0].env[1].name: Forbidden: \"INITIAL_PROMPT\" is set by the reconciler",
+            "spec.containers[0].env[1].name: Forbidden: \"INITIAL_PROMPT\" is set by the reconciler (the runner contract)",
         ),
         (
             "spec:\n  containers:\n  - name: runner\n    readinessProbe: {exec: {command: [x]}}",
@@ -491,7 +529,7 @@ proptest! {
         prop_assert_eq!(&runner["readinessProbe"]["httpGet"]["port"], 8001);
         prop_assert!(runner["ports"].as_array().into_iter().flatten().any(|p| p["containerPort"] == 8001));
         // The reconciler's variables follow the template's, all of them.
-        let bare = runner_pod(&s, attempt, &RunnerConfig::with_image("runner:1"));
+        let bare = runner_pod(&s, attempt, &RunnerConfig { template: Default::default(), ..base() });
         let ours = serde_json::to_value(&bare).expect("serializes")["spec"]["containers"][0]["env"].clone();
         let env = runner["env"].as_array().cloned().unwrap_or_default();
         let template_env = template_runner.and_then(|r| r["env"].as_array()).map_or(0, Vec::len);
@@ -529,8 +567,51 @@ fn every_variable_the_runner_gets_from_the_reconciler_is_reserved() {
         .flat_map(|c| c.env.iter().flatten())
         .map(|e| e.name.clone())
         .collect();
-    assert!(names.len() >= 15, "{names:?}");
+    assert!(names.len() >= 11, "{names:?}");
     for n in names {
-        assert!(RUNNER_ENV.contains(&n.as_str()), "{n} is not in RUNNER_ENV");
+        assert!(
+            crate::api::runner_env::is_reserved(&n),
+            "{n} is not reserved for V10"
+        );
     }
+}
+
+#[test]
+fn what_the_shipped_contract_sets_the_template_may_not() {
+    let ambient = RunnerConfig::with_image("r");
+    let refused = |text: &str| match load(text, &ambient, false) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    };
+    for (template, want) in [
+        (
+            "spec: {serviceAccountName: mine}",
+            "spec.serviceAccountName: Forbidden: set by the reconciler (the runner contract's service account)",
+        ),
+        (
+            "spec:\n  volumes: [{name: runner-token, emptyDir: {}}]",
+            "spec.volumes[0].name: Duplicate value: \"runner-token\" is the runner contract's token volume",
+        ),
+        (
+            "spec:\n  containers:\n  - name: ambient-code-runner\n    env: [{name: AGENTIC_SESSION_NAME, value: x}]",
+            "spec.containers[0].env[0].name: Forbidden: \"AGENTIC_SESSION_NAME\" is set by the reconciler (the runner contract)",
+        ),
+        (
+            "spec:\n  containers:\n  - name: state-sync\n    env: [{name: SESSION_NAME, value: x}]",
+            "spec.containers[0].env[0].name: Forbidden: \"SESSION_NAME\" is set by the reconciler (the runner contract)",
+        ),
+        (
+            "spec:\n  containers:\n  - name: side\n    ports: [{containerPort: 8001}]",
+            "spec.containers[0].ports[0]: Forbidden: port 8001 named \"agui\" is the runner's, set by the reconciler",
+        ),
+        (
+            "metadata: {labels: {agentic-session: x}}",
+            "metadata.labels[agentic-session]: Forbidden: set by the reconciler",
+        ),
+    ] {
+        assert_eq!(refused(template), want, "{template}");
+    }
+    // A sidecar may set what the contract gives only other containers.
+    let ok = "spec:\n  containers:\n  - name: side\n    image: s\n    env: [{name: AGENTIC_SESSION_NAME, value: x}]";
+    assert!(load(ok, &ambient, false).is_ok());
 }

@@ -1,18 +1,22 @@
 //! Between kube objects and the planner: build the runner Pod and Service a
 //! session owns, and read an observed Pod back into a [`PodView`]. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Pod,
-    PodSecurityContext, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
-    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext, Service,
+    ServiceAccount, ServiceAccountTokenProjection, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -23,53 +27,53 @@ use crate::api::annotations::RUNNER_SA;
 use crate::api::resource::AgenticSession;
 use crate::api::v1alpha2::{API_VERSION, Repo};
 
+use super::contract::{self, Contract, Rendered, TokenFile};
 use super::mark::{MARK, Marker};
 use super::plan::{PodPhase, PodView, RunnerState, pod_name, service_name};
 
-pub const RUNNER_CONTAINER: &str = "runner";
-pub const RUNNER_PORT: i32 = 8001;
 pub const LABEL_SESSION: &str = "vteam.ambient-code/session";
 pub const LABEL_ATTEMPT: &str = "vteam.ambient-code/attempt";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "agentic-webhook";
 pub const ANNOTATION_REPOS: &str = "vteam.ambient-code/repos";
 pub const ANNOTATION_GENERATION: &str = "vteam.ambient-code/generation";
-/// Which container `kubectl logs/exec` picks when none is named.
+/// Which container `kubectl logs/exec` picks when none is named; the
+/// reconciler names the runner here, and reads it back ([`pod_view`]).
 pub const ANNOTATION_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 const LABEL_NAME: &str = "app.kubernetes.io/name";
-/// The runner's token (`AGUI_TOKEN`): the Secret's key, the env var, and the
-/// header notices carry it in, as the ambient-code runner expects them.
-pub const TOKEN_KEY: &str = "agui-token";
-pub const TOKEN_ENV: &str = "AGUI_TOKEN";
-pub const TOKEN_HEADER: &str = "X-Ambient-Session-Token";
-
-/// `ambient-runner-token-<session>`, the platform's name for it.
-pub fn token_secret_name(session: &str) -> String {
-    format!("ambient-runner-token-{session}")
-}
 
 /// Labels on the runner pod that only the reconciler sets.
 pub const OWNED_LABELS: &[&str] = &[LABEL_NAME, LABEL_MANAGED_BY, LABEL_SESSION, LABEL_ATTEMPT];
 
-/// Variables the reconciler gives the runner container; a template may not
-/// set them, and neither may a session (V10 shares the list).
-pub use crate::api::runner_env::RECONCILER as RUNNER_ENV;
-
 /// How runner pods are made: the platform team's template (checked by
-/// [`super::template::load`]), the image and the resources for a runner
-/// container that names none.
-#[derive(Clone, Debug, Default)]
+/// [`super::template::load`]) and runner contract ([`super::contract`]),
+/// the image and the resources for a runner container that names none.
+#[derive(Clone, Debug)]
 pub struct RunnerConfig {
     pub image: String,
     pub template: PodTemplateSpec,
+    pub contract: Arc<Contract>,
     /// CPU request of the runner container when the template sets none.
     pub cpu: Option<Quantity>,
     /// Memory request and limit of the runner container when the template sets neither.
     pub memory: Option<Quantity>,
 }
 
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            image: String::new(),
+            template: PodTemplateSpec::default(),
+            contract: Arc::new(contract::AMBIENT.clone()),
+            cpu: None,
+            memory: None,
+        }
+    }
+}
+
 impl RunnerConfig {
-    /// No template, no default resources: a bare runner pod from `image`.
+    /// No template, no default resources, the shipped contract: a bare
+    /// runner pod from `image`.
     pub fn with_image(image: impl Into<String>) -> Self {
         RunnerConfig {
             image: image.into(),
@@ -100,100 +104,51 @@ fn labels(session: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.into()),
-        value_from: None,
-    }
-}
-
-/// The runner's environment, from the session's current spec. User variables
-/// come last (V10 keeps them off the reserved names) but never replace one
-/// the template sets: that is the platform team's.
-fn runner_env(
-    session: &AgenticSession,
-    attempt: i64,
-    repos_json: &str,
-    template: &[EnvVar],
-) -> Vec<EnvVar> {
-    let spec = &session.spec;
-    let mut vars = vec![
-        env(
-            "SESSION_NAME",
-            session.metadata.name.clone().unwrap_or_default(),
-        ),
-        env(
-            "NAMESPACE",
-            session.metadata.namespace.clone().unwrap_or_default(),
-        ),
-        env("ATTEMPT", attempt.to_string()),
-        env(
-            "INITIAL_PROMPT",
-            spec.initial_prompt.clone().unwrap_or_default(),
-        ),
-        env("REPOS", repos_json),
-        env("MAIN_REPO", spec.main_repo.clone().unwrap_or_default()),
-        env("INTERACTIVE", spec.is_interactive().to_string()),
-        env("RUNNER_PORT", RUNNER_PORT.to_string()),
-        EnvVar {
-            name: TOKEN_ENV.to_owned(),
+fn env_var(name: &str, rendered: Rendered) -> EnvVar {
+    match rendered {
+        Rendered::Value(v) => EnvVar {
+            name: name.to_owned(),
+            value: Some(v),
+            value_from: None,
+        },
+        Rendered::Secret { name: secret, key } => EnvVar {
+            name: name.to_owned(),
             value: None,
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
-                    name: token_secret_name(session.metadata.name.as_deref().unwrap_or_default()),
-                    key: TOKEN_KEY.to_owned(),
+                    name: secret,
+                    key,
                     optional: None,
                 }),
                 ..EnvVarSource::default()
             }),
         },
-    ];
-    if let Some(llm) = &spec.llm_settings {
-        if let Some(m) = &llm.model {
-            vars.push(env("LLM_MODEL", m.clone()));
-        }
-        if let Some(t) = &llm.temperature {
-            vars.push(env("LLM_TEMPERATURE", t.to_string()));
-        }
-        if let Some(n) = llm.max_tokens {
-            vars.push(env("LLM_MAX_TOKENS", n.to_string()));
-        }
     }
-    for (k, v) in [
-        ("TIMEOUT_SECONDS", spec.timeout_seconds),
-        (
-            "INACTIVITY_TIMEOUT_SECONDS",
-            spec.inactivity_timeout_seconds,
-        ),
-    ] {
-        if let Some(v) = v {
-            vars.push(env(k, v.to_string()));
-        }
-    }
-    for (k, v) in [
-        ("STOP_ON_RUN_FINISHED", spec.stop_on_run_finished),
-        ("AUTO_PUSH_ON_COMPLETE", spec.auto_push_on_complete),
-    ] {
-        if let Some(v) = v {
-            vars.push(env(k, v.to_string()));
-        }
-    }
-    if let Some(mcp) = &spec.mcp_servers {
-        vars.push(env(
-            "MCP_SERVERS",
-            serde_json::to_string(mcp).unwrap_or_default(),
-        ));
-    }
-    // A reserved name is skipped even if the webhook let it through (it
-    // ratchets, or was bypassed): last duplicate wins in a pod spec.
-    for (k, v) in spec.environment_variables.iter().flatten() {
-        if crate::api::runner_env::refused(k).is_none() && !template.iter().any(|e| &e.name == k) {
-            vars.push(env(k, v.clone()));
-        }
-    }
+}
+
+/// One container's environment: the template's, then what the contract
+/// gives this container from the session, then (where the contract says
+/// so) the session's own variables. A session variable never replaces
+/// one already set, nor sets a name the contract reserves or one that
+/// steers processes (V10 refuses both; this holds without it).
+fn container_env(
+    template: &[EnvVar],
+    given: Vec<(String, Rendered)>,
+    session_vars: Option<&BTreeMap<String, String>>,
+    reserved: &BTreeSet<String>,
+) -> Vec<EnvVar> {
     let mut all = template.to_vec();
-    all.extend(vars);
+    for (name, rendered) in given {
+        if !all.iter().any(|e| e.name == name) {
+            all.push(env_var(&name, rendered));
+        }
+    }
+    for (k, v) in session_vars.into_iter().flatten() {
+        let taken = all.iter().any(|e| &e.name == k);
+        if !taken && !reserved.contains(k) && crate::api::runner_env::refused(k).is_none() {
+            all.push(env_var(k, Rendered::Value(v.clone())));
+        }
+    }
     all
 }
 
@@ -243,10 +198,12 @@ fn default_resources(c: &mut Container, cfg: &RunnerConfig) {
 }
 
 /// The runner pod of `attempt`: the template, with what the reconciler owns
-/// filled in from the session's current spec.
+/// and what the contract asks filled in from the session's current spec.
 pub fn runner_pod(session: &AgenticSession, attempt: i64, cfg: &RunnerConfig) -> Pod {
+    let c = &cfg.contract;
     let name = session.metadata.name.clone().unwrap_or_default();
     let ns = session.metadata.namespace.clone().unwrap_or_default();
+    let doc = c.doc(session, attempt);
     let repos = session.spec.repos.clone().unwrap_or_default();
     let repos_json = serde_json::to_string(&repos).unwrap_or_else(|_| "[]".into());
     let template = &cfg.template;
@@ -257,20 +214,25 @@ pub fn runner_pod(session: &AgenticSession, attempt: i64, cfg: &RunnerConfig) ->
     meta.namespace = Some(ns);
     meta.owner_references = Some(vec![owner(session)]);
     let pod_labels = meta.labels.get_or_insert_with(BTreeMap::new);
+    for (k, v) in &c.pod_labels {
+        pod_labels.insert(k.clone(), v.render(&name));
+    }
     pod_labels.extend(labels(&name));
     pod_labels.insert(LABEL_ATTEMPT.to_owned(), attempt.to_string());
     let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
-    annotations.insert(ANNOTATION_REPOS.to_owned(), repos_json.clone());
+    annotations.insert(ANNOTATION_REPOS.to_owned(), repos_json);
     annotations.insert(
         ANNOTATION_GENERATION.to_owned(),
         session.metadata.generation.unwrap_or(0).to_string(),
     );
-    annotations
-        .entry(ANNOTATION_DEFAULT_CONTAINER.to_owned())
-        .or_insert_with(|| RUNNER_CONTAINER.to_owned());
+    annotations.insert(ANNOTATION_DEFAULT_CONTAINER.to_owned(), c.container.clone());
 
     spec.restart_policy = Some("Never".into());
-    if let Some(sa) = session
+    if let Some(sa) = &c.service_account {
+        spec.service_account_name = Some(sa.name.render(&name));
+        // Its token reaches the runner as a file (below), not the default mount.
+        spec.automount_service_account_token.get_or_insert(false);
+    } else if let Some(sa) = session
         .metadata
         .annotations
         .as_ref()
@@ -294,52 +256,102 @@ pub fn runner_pod(session: &AgenticSession, attempt: i64, cfg: &RunnerConfig) ->
     let at = spec
         .containers
         .iter()
-        .position(|c| c.name == RUNNER_CONTAINER)
+        .position(|x| x.name == c.container)
         .unwrap_or(spec.containers.len());
     if at == spec.containers.len() {
         spec.containers.push(Container {
-            name: RUNNER_CONTAINER.into(),
+            name: c.container.clone(),
             ..Container::default()
         });
     }
-    for (i, c) in spec.containers.iter_mut().enumerate() {
-        restrict(c);
+    let reserved = c.reserved();
+    let session_vars = session.spec.environment_variables.as_ref();
+    let fill = |x: &mut Container| {
+        restrict(x);
+        let gets_session = c.session_variables.iter().any(|n| n == &x.name);
+        let had = x.env.is_some();
+        x.env = Some(container_env(
+            x.env.as_deref().unwrap_or_default(),
+            c.env_for(&x.name, &doc, &name),
+            session_vars.filter(|_| gets_session),
+            &reserved,
+        ))
+        .filter(|e| had || !e.is_empty());
+    };
+    for (i, x) in spec.containers.iter_mut().enumerate() {
+        fill(x);
         if i != at {
             continue;
         }
-        if c.image.is_none() {
-            c.image = Some(cfg.image.clone());
+        if x.image.is_none() {
+            x.image = Some(cfg.image.clone());
         }
-        c.env = Some(runner_env(
-            session,
-            attempt,
-            &repos_json,
-            c.env.as_deref().unwrap_or_default(),
-        ));
-        c.ports.get_or_insert_with(Vec::new).push(ContainerPort {
-            name: Some("http".into()),
-            container_port: RUNNER_PORT,
+        x.ports.get_or_insert_with(Vec::new).push(ContainerPort {
+            name: Some(c.port_name.clone()),
+            container_port: c.port,
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         });
-        c.readiness_probe = Some(Probe {
+        x.readiness_probe = Some(Probe {
             http_get: Some(HTTPGetAction {
-                path: Some("/health".into()),
-                port: IntOrString::Int(RUNNER_PORT),
+                path: Some(c.health.clone()),
+                port: IntOrString::Int(c.port),
                 ..HTTPGetAction::default()
             }),
             period_seconds: Some(5),
             ..Probe::default()
         });
-        default_resources(c, cfg);
+        default_resources(x, cfg);
     }
-    for c in spec.init_containers.iter_mut().flatten() {
-        restrict(c);
+    for x in spec.init_containers.iter_mut().flatten() {
+        fill(x);
+    }
+    if let Some(tf) = c
+        .service_account
+        .as_ref()
+        .and_then(|sa| sa.token_file.as_ref())
+    {
+        token_file(&mut spec, tf);
     }
     Pod {
         metadata: meta,
         spec: Some(spec),
         status: None,
+    }
+}
+
+/// The session service account's token as a file the kubelet refreshes
+/// (a projected volume), mounted where the contract says.
+fn token_file(spec: &mut PodSpec, tf: &TokenFile) {
+    spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: tf.volume.clone(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    path: tf.path.clone(),
+                    expiration_seconds: Some(tf.expiration_seconds),
+                    audience: None,
+                }),
+                ..VolumeProjection::default()
+            }]),
+            default_mode: None,
+        }),
+        ..Volume::default()
+    });
+    let mounts = spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+        .filter(|x| tf.containers.contains(&x.name));
+    for x in mounts {
+        x.volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: tf.volume.clone(),
+                mount_path: tf.mount_path.clone(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
     }
 }
 
@@ -425,18 +437,73 @@ fn session_owned(session: &AgenticSession, name: String) -> ObjectMeta {
     }
 }
 
-/// The Secret holding the runner's token for this attempt, owned by the session.
-pub fn runner_token_secret(session: &AgenticSession, token: &str) -> Secret {
+/// The Secret holding the runner's tokens for this attempt, owned by the
+/// session: the notice token, and the session service account's token
+/// when the contract has one.
+pub fn runner_token_secret(
+    session: &AgenticSession,
+    contract: &Contract,
+    notice_token: &str,
+    service_account_token: Option<&str>,
+) -> Secret {
     let name = session.metadata.name.clone().unwrap_or_default();
+    let mut data = BTreeMap::from([(
+        contract.notice_key.clone(),
+        ByteString(notice_token.as_bytes().to_vec()),
+    )]);
+    if let (Some(key), Some(token)) = (&contract.service_account_key, service_account_token) {
+        data.insert(key.clone(), ByteString(token.as_bytes().to_vec()));
+    }
     Secret {
-        metadata: session_owned(session, token_secret_name(&name)),
-        data: Some(BTreeMap::from([(
-            TOKEN_KEY.to_owned(),
-            ByteString(token.as_bytes().to_vec()),
-        )])),
+        metadata: session_owned(session, contract.token_secret.render(&name)),
+        data: Some(data),
         type_: Some("Opaque".to_owned()),
         ..Secret::default()
     }
+}
+
+/// The session's service account, as the contract names it.
+pub fn runner_service_account(
+    session: &AgenticSession,
+    contract: &Contract,
+) -> Option<ServiceAccount> {
+    let sa = contract.service_account.as_ref()?;
+    let name = session.metadata.name.clone().unwrap_or_default();
+    let doc = contract.doc(session, 0);
+    let mut meta = session_owned(session, sa.name.render(&name));
+    let annotations: BTreeMap<String, String> = sa
+        .annotations
+        .iter()
+        .map(|(k, p)| (k.clone(), doc.text(p)))
+        .filter(|(_, v)| !v.trim().is_empty())
+        .collect();
+    meta.annotations = Some(annotations).filter(|a| !a.is_empty());
+    Some(ServiceAccount {
+        metadata: meta,
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    })
+}
+
+/// The binding of the session's service account to the contract's
+/// ClusterRole, in the session's namespace.
+pub fn runner_role_binding(session: &AgenticSession, contract: &Contract) -> Option<RoleBinding> {
+    let sa = contract.service_account.as_ref()?;
+    let name = session.metadata.name.clone().unwrap_or_default();
+    Some(RoleBinding {
+        metadata: session_owned(session, sa.role_binding.render(&name)),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "ClusterRole".to_owned(),
+            name: sa.cluster_role.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: sa.name.render(&name),
+            namespace: session.metadata.namespace.clone(),
+            api_group: None,
+        }]),
+    })
 }
 
 /// The NetworkPolicy every namespace with runners gets.
@@ -491,7 +558,7 @@ fn policy_meta(name: &str, namespace: &str) -> ObjectMeta {
 
 /// Runners' ingress: the runner port only, from the reconciler (and the
 /// namespaces `from.also` names); nothing else may connect.
-pub fn runner_ingress_policy(namespace: &str, from: &IngressSources) -> NetworkPolicy {
+pub fn runner_ingress_policy(namespace: &str, from: &IngressSources, port: i32) -> NetworkPolicy {
     let mut peers = vec![NetworkPolicyPeer {
         namespace_selector: Some(namespace_selector(&from.reconciler_namespace)),
         pod_selector: Some(LabelSelector {
@@ -516,7 +583,7 @@ pub fn runner_ingress_policy(namespace: &str, from: &IngressSources) -> NetworkP
                 from: Some(peers),
                 ports: Some(vec![NetworkPolicyPort {
                     protocol: Some("TCP".to_owned()),
-                    port: Some(IntOrString::Int(RUNNER_PORT)),
+                    port: Some(IntOrString::Int(port)),
                     ..NetworkPolicyPort::default()
                 }]),
             }]),
@@ -585,17 +652,17 @@ pub fn runner_egress_policy(namespace: &str, denied: &[ipnet::IpNet]) -> Network
     }
 }
 
-/// `session-<name>`, port 8001, in front of the session's runner pod.
-pub fn runner_service(session: &AgenticSession) -> Service {
+/// `session-<name>`, the runner's port, in front of the session's runner pod.
+pub fn runner_service(session: &AgenticSession, contract: &Contract) -> Service {
     let name = session.metadata.name.clone().unwrap_or_default();
     Service {
         metadata: session_owned(session, service_name(&name)),
         spec: Some(ServiceSpec {
             selector: Some(BTreeMap::from([(LABEL_SESSION.to_owned(), name)])),
             ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: RUNNER_PORT,
-                target_port: Some(IntOrString::Int(RUNNER_PORT)),
+                name: Some(contract.port_name.clone()),
+                port: contract.port,
+                target_port: Some(IntOrString::Int(contract.port)),
                 protocol: Some("TCP".into()),
                 ..ServicePort::default()
             }]),
@@ -616,6 +683,13 @@ pub fn pod_attempt(pod: &Pod) -> Option<i64> {
 
 /// What the planner sees of a pod: the runner container's own state.
 pub fn pod_view(pod: &Pod) -> PodView {
+    // The runner is the container the reconciler named when it made the pod.
+    let runner_container = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_DEFAULT_CONTAINER))
+        .map_or("runner", String::as_str);
     let status = pod.status.as_ref();
     let phase = match status.and_then(|s| s.phase.as_deref()) {
         Some("Pending") => PodPhase::Pending,
@@ -626,7 +700,7 @@ pub fn pod_view(pod: &Pod) -> PodView {
     };
     let runner = status
         .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.name == RUNNER_CONTAINER))
+        .and_then(|cs| cs.iter().find(|c| c.name == runner_container))
         .map(|c| match c.state.as_ref() {
             Some(state) => {
                 if let Some(t) = &state.terminated {
@@ -695,7 +769,18 @@ mod tests {
                     "uid": "u-1", "controller": true, "blockOwnerDeletion": true}])
         );
         assert_eq!(v["spec"]["restartPolicy"], "Never");
+        // The contract's service account, its token a file, no default mount.
         assert_eq!(v["spec"]["serviceAccountName"], "ambient-session-s1");
+        assert_eq!(v["spec"]["automountServiceAccountToken"], false);
+        assert_eq!(
+            v["spec"]["volumes"],
+            json!([{"name": "runner-token", "projected": {"sources": [{"serviceAccountToken":
+                {"path": "bot-token", "expirationSeconds": 3600}}]}}])
+        );
+        assert_eq!(
+            v["spec"]["containers"][0]["volumeMounts"],
+            json!([{"name": "runner-token", "mountPath": "/var/run/secrets/ambient", "readOnly": true}])
+        );
         let env: Vec<(String, String)> = pod
             .spec
             .iter()
@@ -705,7 +790,7 @@ mod tests {
             .collect();
         assert!(env.contains(&("INITIAL_PROMPT".into(), "go".into())));
         assert!(env.contains(&("LOG_LEVEL".into(), "debug".into())));
-        assert!(env.contains(&("LLM_TEMPERATURE".into(), "1".into())));
+        assert!(env.contains(&("LLM_TEMPERATURE".into(), "1.00".into())));
         assert_eq!(pod_view(&pod).repos.len(), 1);
         assert_eq!(pod_attempt(&pod), Some(2));
     }
@@ -768,13 +853,19 @@ mod tests {
         mark_pod(&mut pod, "u-1", 2, &m);
         assert!(pod_is_ours(&pod, "u-1", 2, &m));
         assert!(!pod_is_ours(&pod, "u-2", 2, &m), "another session's");
-        let secret =
-            serde_json::to_value(runner_token_secret(&s, &m.token("u-1", 2))).expect("serializes");
+        let secret = serde_json::to_value(runner_token_secret(
+            &s,
+            &contract::AMBIENT,
+            &m.token("u-1", 2),
+            Some("sa-tok"),
+        ))
+        .expect("serializes");
         assert_eq!(secret["metadata"]["name"], "ambient-runner-token-s1");
         assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "u-1");
         assert!(secret["data"]["agui-token"].is_string());
+        assert_eq!(secret["data"]["k8s-token"], "c2EtdG9r");
 
-        let mut svc = runner_service(&s);
+        let mut svc = runner_service(&s, &contract::AMBIENT);
         mark_service(&mut svc, "u-1", &m);
         assert!(service_is_ours(&svc, "s1", "u-1", &m));
         // Marked, but pointed elsewhere: not ours to use.
@@ -797,7 +888,8 @@ mod tests {
             reconciler_namespace: "agentic-system".into(),
             also: vec!["ambient-code".into()],
         };
-        let v = serde_json::to_value(runner_ingress_policy("team-a", &from)).expect("serializes");
+        let v =
+            serde_json::to_value(runner_ingress_policy("team-a", &from, 8001)).expect("serializes");
         assert_eq!(v["metadata"]["name"], "agentic-runner-ingress");
         assert_eq!(v["spec"]["policyTypes"], json!(["Ingress"]));
         assert_eq!(
@@ -820,7 +912,7 @@ mod tests {
         let mut s = session();
         s.spec.environment_variables = Some(BTreeMap::from([
             (
-                "REPOS".to_owned(),
+                "REPOS_JSON".to_owned(),
                 "[{\"url\": \"ext::sh -c id\"}]".to_owned(),
             ),
             ("GIT_CONFIG_COUNT".to_owned(), "1".to_owned()),
@@ -835,8 +927,8 @@ mod tests {
             .flat_map(|c| c.env.iter().flatten())
             .map(|e| (e.name.clone(), e.value.clone()))
             .collect();
-        let repos: Vec<_> = env.iter().filter(|(n, _)| n == "REPOS").collect();
-        assert_eq!(repos.len(), 1, "one REPOS, the reconciler's");
+        let repos: Vec<_> = env.iter().filter(|(n, _)| n == "REPOS_JSON").collect();
+        assert_eq!(repos.len(), 1, "one REPOS_JSON, the reconciler's");
         assert!(!repos[0].1.as_deref().unwrap_or_default().contains("ext::"));
         assert!(
             !env.iter()
@@ -848,7 +940,8 @@ mod tests {
     #[test]
     fn the_runner_container_state_wins_over_the_pod_phase() {
         let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": "s1-runner-1"},
+            "metadata": {"name": "s1-runner-1",
+                         "annotations": {"kubectl.kubernetes.io/default-container": "runner"}},
             "status": {"phase": "Running", "containerStatuses": [
                 {"name": "sidecar", "ready": true, "restartCount": 0, "image": "x", "imageID": "",
                  "state": {"running": {}}},

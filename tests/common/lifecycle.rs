@@ -59,7 +59,7 @@ pub fn phase_is(phase: &'static str) -> impl Fn(&Value) -> bool {
 }
 
 /// The kubelet's part: write the runner container's state into pod status.
-/// Every pod's IP is 127.0.0.1, where the tests' fake runners listen.
+/// Every pod's IP is 127.0.0.1, where the tests' stand-in runners listen.
 pub async fn kubelet(
     client: &kube::Client,
     ns: &str,
@@ -69,13 +69,21 @@ pub async fn kubelet(
     ready: bool,
 ) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    // The runner is the container the reconciler named in the pod.
+    let name = pods
+        .get(pod)
+        .await
+        .ok()
+        .and_then(|p| p.metadata.annotations)
+        .and_then(|a| a.get("kubectl.kubernetes.io/default-container").cloned())
+        .unwrap_or_else(|| "runner".to_owned());
     let body = json!({"status": {
         "phase": phase,
         "podIP": "127.0.0.1",
         "podIPs": [{"ip": "127.0.0.1"}],
         "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
         "containerStatuses": [{
-            "name": "runner", "image": "runner", "imageID": "", "ready": ready,
+            "name": name, "image": "runner", "imageID": "", "ready": ready,
             "restartCount": 0, "state": runner,
         }],
     }});

@@ -14,6 +14,7 @@ pub mod envtest;
 pub mod installed;
 pub mod lifecycle;
 pub mod mockapi;
+pub mod standin;
 
 use agentic_webhook::testkit::client::{Alpn, Connection, Tls};
 
