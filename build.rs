@@ -21,7 +21,11 @@ fn main() {
     {
         println!("cargo:rerun-if-changed=.git/{reference}");
     }
-    println!("cargo:rerun-if-changed=.git/packed-refs");
+    // Only if it exists: cargo re-runs a build script whose watched file is
+    // missing on every build, which rebuilt the whole crate each time.
+    if std::path::Path::new(".git/packed-refs").exists() {
+        println!("cargo:rerun-if-changed=.git/packed-refs");
+    }
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
 
     let commit =
