@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Reruns every number in BENCHMARKS.md from one command (about 25 minutes on
-# 2 cores, after release builds of about 10): criterion on the pure core;
+# 2 cores, after release builds of about 10): instructions and allocations
+# per request under callgrind (scripts/instructions.sh, needs valgrind);
+# criterion on the pure core;
 # the load generator against the transport floor, agentic-webhook and
 # agnhost (the Kubernetes e2e webhook), each started fresh by the load
 # generator (start-to-ready and peak RSS come from those runs); the write
@@ -11,6 +13,7 @@
 #   RUNS=5 bash scripts/bench.sh                  # more load runs per setting (median, min–max)
 #   SESSIONS=100,1000,10000 bash scripts/bench.sh # the reconciler at 10,000 too (+17 min)
 #   SKIP_APISERVER=1 bash scripts/bench.sh        # without the two real-apiserver benches
+#   SKIP_INSTRUCTIONS=1 bash scripts/bench.sh     # without the callgrind counts
 #
 # The real-apiserver benches need etcd (`apt-get install etcd-server`) and
 # ../shared/kube/kube-apiserver.xz, as the tests do (docs/testing.md); the
@@ -61,6 +64,11 @@ if [ "${1:-}" = --trio ]; then shift; trio "$@"; exit; fi
 
 echo "== build (release)"
 cargo build --release --locked --bin agentic-webhook --example loadgen --example floor
+
+if [ "${SKIP_INSTRUCTIONS:-}" != 1 ] && command -v valgrind >/dev/null; then
+echo "== instructions and allocations per request (callgrind; deterministic)"
+bash scripts/instructions.sh
+fi
 
 if [ "${SKIP_CRITERION:-}" != 1 ]; then
 echo "== criterion: pure core (decode → rules → encode)"
