@@ -189,21 +189,25 @@ where
     }
 }
 
-/// How a controller's client behaves: every request counted, held to a
-/// request rate, and bounded in time.
+/// How a controller's client behaves: every request counted and bounded in
+/// time, and held to a request rate if one is given.
 pub struct ControllerClient {
     pub timeout: Duration,
-    pub qps: f64,
-    pub burst: u32,
+    /// Requests a second and burst; `None`: no client-side limit (the
+    /// apiserver's API Priority and Fairness decides).
+    pub limit: Option<(f64, u32)>,
     pub sink: RequestSink,
 }
 
-/// A client from `config` with the response deadline, the rate limit (the
-/// wait for a token is not part of the deadline), reporting each request.
+/// A client from `config` with the response deadline, the rate limit if any
+/// (the wait for a token is not part of the deadline), reporting each request.
 pub fn controller_client(config: Config, opts: &ControllerClient) -> Result<Client, kube::Error> {
+    let limit = opts
+        .limit
+        .map(|(qps, burst)| RateLimitLayer::new(qps, burst));
     Ok(ClientBuilder::try_from(config)?
         .with_layer(&deadline(opts.timeout))
-        .with_layer(&RateLimitLayer::new(opts.qps, opts.burst))
+        .with_layer(&tower::util::option_layer(limit))
         .with_layer(&CountLayer::new(opts.sink.clone()))
         .build())
 }

@@ -279,6 +279,14 @@ fn contradicting_flags_are_refused_before_anything_runs() {
             text(&out.stderr)
         );
     }
+    // A burst means nothing without a client-side rate (none by default).
+    let out = run(&["reconcile", "--api-burst", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("required arguments were not provided:\n  --api-qps"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

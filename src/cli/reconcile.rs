@@ -110,13 +110,16 @@ pub struct ReconcileArgs {
     /// reads come from the controller's caches).
     #[arg(long, default_value_t = crate::lifecycle::controller::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=256))]
     max_concurrent_reconciles: u16,
-    /// Kubernetes API requests a second, on average (client-side, like
-    /// client-go's QPS): the reconciler yields the apiserver to its other
-    /// clients when thousands of sessions arrive at once.
-    #[arg(long, default_value_t = 50.0, value_parser = positive_rate)]
-    api_qps: f64,
-    /// Requests allowed at once above the average rate.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    /// A client-side limit of Kubernetes API requests a second, on average
+    /// (like client-go's QPS). Default: none. The apiserver's API Priority
+    /// and Fairness shares it among its clients (SIG API Machinery's advice,
+    /// controller-runtime's default since 2025); the install's FlowSchema
+    /// puts the reconciler in its own priority level. Set it to cap the
+    /// reconciler anyway.
+    #[arg(long, value_parser = positive_rate)]
+    api_qps: Option<f64>,
+    /// Requests allowed at once above --api-qps.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..), requires = "api_qps")]
     api_burst: u32,
     /// Timeout of one notice to a runner (POST /workflow, /repos).
     #[arg(long, default_value = "5s", value_parser = duration::flag)]
@@ -245,8 +248,7 @@ async fn run_async(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         &args.kube.target(),
         &apiclient::ControllerClient {
             timeout: args.api_timeout,
-            qps: args.api_qps,
-            burst: args.api_burst,
+            limit: args.api_qps.map(|qps| (qps, args.api_burst)),
             sink,
         },
     )
