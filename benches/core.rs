@@ -3,45 +3,11 @@
 
 use std::hint::black_box;
 
-use agentic_webhook::admission::{AdmissionService, Config, Policy, Principals, review};
-use agentic_webhook::conversion::{ConversionService, Converter, review as creview};
+use agentic_webhook::testkit::core::{
+    convert as convert_once, mutate as mutate_once, policy, validate as validate_once,
+};
 use agentic_webhook::testkit::workload;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-
-fn policy() -> Policy {
-    Policy::new(Config {
-        principals: Principals {
-            users: vec![workload::CONTROLLER_USER.into()],
-            groups: vec![],
-            ..Principals::default()
-        },
-        ..Config::default()
-    })
-}
-
-fn mutate_once(p: &Policy, body: &[u8]) -> Vec<u8> {
-    match review::decode(body) {
-        Ok(r) => r.answer(p.mutate(r.request())).to_vec(),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn validate_once(p: &Policy, body: &[u8]) -> Vec<u8> {
-    match review::decode(body) {
-        Ok(r) => r.answer(p.validate(r.request())).to_vec(),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn convert_once(body: &[u8]) -> Vec<u8> {
-    match creview::decode(body) {
-        Ok(r) => {
-            let (outcome, _) = Converter.convert(r.request());
-            r.answer(outcome).to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
-}
 
 fn admission(c: &mut Criterion) {
     let p = policy();

@@ -15,8 +15,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use agentic_webhook::admission::{AdmissionService, Config, Policy, Principals, review};
-use agentic_webhook::conversion::{ConversionService, Converter, review as creview};
+use agentic_webhook::admission::Policy;
+use agentic_webhook::testkit::core::{convert, mutate, policy, validate};
 use agentic_webhook::testkit::workload;
 
 /// The system allocator, counting.
@@ -46,41 +46,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static A: Counting = Counting;
-
-fn policy() -> Policy {
-    Policy::new(Config {
-        principals: Principals {
-            users: vec![workload::CONTROLLER_USER.into()],
-            groups: vec![],
-            ..Principals::default()
-        },
-        ..Config::default()
-    })
-}
-
-fn mutate(p: &Policy, body: &[u8]) -> Vec<u8> {
-    match review::decode(body) {
-        Ok(r) => r.answer(p.mutate(r.request())).to_vec(),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn validate(p: &Policy, body: &[u8]) -> Vec<u8> {
-    match review::decode(body) {
-        Ok(r) => r.answer(p.validate(r.request())).to_vec(),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn convert(body: &[u8]) -> Vec<u8> {
-    match creview::decode(body) {
-        Ok(r) => {
-            let (outcome, _) = Converter.convert(r.request());
-            r.answer(outcome).to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
-}
 
 #[derive(Clone, Copy)]
 enum Op {

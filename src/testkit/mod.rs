@@ -4,6 +4,7 @@
 //! realistic request bodies for benchmarks and the load generator.
 
 pub mod client;
+pub mod core;
 pub mod workload;
 
 /// Write a fresh local CA and a serving pair for 127.0.0.1/localhost into
